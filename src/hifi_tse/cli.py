@@ -1,0 +1,63 @@
+"""The ``hifi-tse`` command: one subcommand per job.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``. Expected user errors (bad files, bad config values) are raised as
+:class:`hifi_tse.errors.UserError` (or ``ConfigError``) and printed as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from hifi_tse import __version__
+from hifi_tse.config import ConfigError
+from hifi_tse.errors import UserError
+
+# (name, module, one-line help)
+COMMANDS: list[tuple[str, str, str]] = [
+    ("prepare", "hifi_tse.data.prepare_cli", "pack speech/noise/RIR folders into HDF5 + manifests"),
+    ("make-demo-corpus", "hifi_tse.data.demo_corpus_cli", "synthesise the offline demo corpus"),
+    ("train", "hifi_tse.train.cli", "train a generator (single process or torchrun)"),
+    ("evaluate", "hifi_tse.eval.cli", "score a checkpoint and write a report"),
+    ("separate", "hifi_tse.infer.separate_cli", "extract the target talker from recordings"),
+    ("export", "hifi_tse.infer.export_cli", "export a checkpoint to ONNX"),
+    ("audit-loss", "hifi_tse.losses.audit_cli", "check that no loss term rewards silence"),
+    ("demo", "hifi_tse.demo", "build the demo corpus, train, evaluate, extract, report"),
+    ("config", "hifi_tse.config_cli", "print the resolved config or the config reference"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hifi-tse", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"hifi-tse {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name, help_text in COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # subcommand not built yet
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except (UserError, ConfigError) as exc:
+        print(f"hifi-tse {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hifi-tse {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""Typed configuration: schema, YAML loading, ``--set`` overrides and validation.
+
+Every tunable number of the toolkit lives here. Modules receive the section they need
+(``cfg.model``, ``cfg.loss_weights``, ...) and never read a key the schema lacks.
+
+Loading rejects unknown keys, wrong types and out-of-range values with a one-line
+``ConfigError`` naming the dotted key and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type, or out of range (one-line message)."""
+
+
+def _f(default: Any, *, lo: float | None = None, hi: float | None = None, doc: str = "") -> Any:
+    """A schema field with an inclusive range and a one-line description (unit included)."""
+    meta = {"lo": lo, "hi": hi, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class AudioConfig:
+    sample_rate: int = _f(48000, lo=8000, hi=192000, doc="model sample rate, Hz")
+    segment_seconds: float = _f(4.0, lo=0.25, hi=60.0, doc="training mixture length, s")
+    ref_seconds: float = _f(4.0, lo=0.25, hi=60.0, doc="enrollment crop length, s")
+
+
+@dataclass
+class StftConfig:
+    n_fft: int = _f(2048, lo=16, hi=16384, doc="FFT size, samples")
+    win_length: int = _f(960, lo=16, hi=16384, doc="window length, samples")
+    hop_length: int = _f(480, lo=4, hi=8192, doc="hop, samples")
+
+
+@dataclass
+class BandRegion:
+    upper_hz: float = _f(1000.0, lo=1.0, doc="upper edge of this region, Hz")
+    width_bins: int = _f(4, lo=1, hi=4096, doc="band width in this region, STFT bins")
+
+
+@dataclass
+class BandSplitConfig:
+    regions: list[BandRegion] = _f(
+        [
+            BandRegion(upper_hz=1000.0, width_bins=4),
+            BandRegion(upper_hz=8000.0, width_bins=16),
+            BandRegion(upper_hz=24000.0, width_bins=32),
+        ],
+        doc="band layout: per region (ascending) its upper edge and band width",
+    )
+    overlap_bins: int = _f(1, lo=0, hi=64, doc="bins shared by neighbouring bands")
+
+
+@dataclass
+class ModelConfig:
+    feature_dim: int = _f(128, lo=4, hi=4096, doc="per-band feature width")
+    num_blocks: int = _f(6, lo=1, hi=64, doc="GridNet blocks")
+    lstm_hidden: int = _f(256, lo=2, hi=4096, doc="BiLSTM hidden units per direction")
+    num_heads: int = _f(4, lo=1, hi=64, doc="attention heads (USEF, self-attn, re-injection)")
+    reinject_blocks: list[int] = _f(
+        [0, 1, 2, 3, 4, 5], doc="GridNet blocks preceded by speaker re-injection"
+    )
+    use_usef: bool = _f(True, doc="USEF cross-attention from mixture to reference")
+    use_film: bool = _f(True, doc="FiLM from the time-pooled reference")
+    grad_checkpoint: bool = _f(True, doc="recompute GridNet blocks in backward")
+    ref_dropout_prob: float = _f(0.1, lo=0.0, hi=1.0, doc="conditioning dropout in training")
+    mask_limit: float = _f(0.0, lo=0.0, hi=100.0, doc="|mask| cap (0 = uncapped)")
+
+
+@dataclass
+class LossConfig:
+    """Loss weights and loss hyper-parameters: the only place they are set."""
+
+    lambda_sep: float = _f(1.0, lo=0.0, doc="separation term (-SI-SDR / scene-aware)")
+    lambda_phase: float = _f(0.5, lo=0.0, doc="phase-sensitive STFT L1")
+    lambda_amp: float = _f(1.0, lo=0.0, doc="TP amplitude anchor")
+    lambda_mrstft: float = _f(0.0, lo=0.0, doc="multi-resolution STFT loss")
+    lambda_adv: float = _f(1.0, lo=0.0, doc="LS-GAN generator term (GAN phase only)")
+    lambda_fm: float = _f(2.0, lo=0.0, doc="feature matching (GAN phase only)")
+    ta_weight: float = _f(0.1, lo=0.0, hi=1.0, doc="share of the TA term in scene-aware loss")
+    ta_target_db: float = _f(-30.0, lo=-120.0, hi=0.0, doc="TA energy below which no loss, dB")
+    ta_loss: Literal["relu", "legacy_db"] = _f(
+        "relu", doc="TA term: relu(energy_db - target_db), or the seed's raw-dB bug"
+    )
+    legacy_floor_db: float = _f(-40.0, lo=-200.0, hi=0.0, doc="legacy_db clamp floor, dB")
+    amp_min_ratio: float = _f(0.05, lo=1e-6, hi=1.0, doc="rms ratio clamp in amplitude loss")
+    eps: float = _f(1e-8, lo=0.0, hi=1e-2, doc="numerical floor in losses")
+    phase_resolutions: list[list[int]] = _f(
+        [[512, 240, 50], [1024, 600, 120], [2048, 1200, 240]],
+        doc="phase loss STFTs [n_fft, win, hop] at 48 kHz; scaled with sample_rate",
+    )
+    mrstft_resolutions: list[list[int]] = _f(
+        [[512, 240, 50], [1024, 600, 120], [2048, 1200, 240]],
+        doc="multi-resolution STFT loss [n_fft, win, hop] at 48 kHz; scaled",
+    )
+
+
+@dataclass
+class DataConfig:
+    """Mixing recipe (see data/mixer.py)."""
+
+    ta_ratio: float = _f(0.2, lo=0.0, hi=1.0, doc="P(target absent) in phase 2")
+    speed_perturb: bool = _f(True, doc="resample utterances by a random speed factor")
+    speed_range: list[float] = _f([0.9, 1.1], doc="speed factor range")
+    num_interferers: list[int] = _f([1, 3], doc="interfering talkers, inclusive range")
+    snr_db: list[float] = _f([-5.0, 15.0], doc="speech-to-noise ratio range, dB")
+    sir_db: list[float] = _f([-5.0, 5.0], doc="target-to-each-interferer ratio range, dB")
+    noise_prob: float = _f(1.0, lo=0.0, hi=1.0, doc="P(add noise)")
+    rir_prob: float = _f(1.0, lo=0.0, hi=1.0, doc="P(reverberate each talker)")
+    peak_norm: float = _f(0.9, lo=0.01, hi=1.0, doc="utterance peak after normalisation")
+    clip_peak: float = _f(0.95, lo=0.01, hi=1.0, doc="mixture peak that triggers rescaling")
+    max_rir_seconds: float = _f(1.0, lo=0.01, hi=10.0, doc="RIRs are cropped to this, s")
+    ref_snr_db: list[float] = _f([5.0, 20.0], doc="noisy reference SNR range, dB")
+    noisy_ref_prob: float = _f(0.5, lo=0.0, hi=1.0, doc="final P(noisy reference)")
+    noisy_ref_ramp: list[int] = _f([0, 1], doc="steps [start, end] of the 0 -> prob ramp")
+    easy_steps: int = _f(0, lo=0, doc="steps of the easy-to-hard curriculum (0 = off)")
+    easy_snr_db: list[float] = _f([10.0, 20.0], doc="SNR range at the curriculum start, dB")
+    num_workers: int = _f(2, lo=0, hi=256, doc="DataLoader workers per process")
+    seed: int = _f(1234, lo=0, doc="base seed of training mixtures")
+
+
+@dataclass
+class GanConfig:
+    enabled: bool = _f(False, doc="run the GAN fine-tuning phase")
+    start_step: int = _f(0, lo=0, doc="first step of the GAN phase")
+    disc_warmup_steps: int = _f(1000, lo=0, doc="discriminator-only steps")
+    ramp_steps: int = _f(1000, lo=0, doc="adversarial weight ramp 0 -> 1, steps")
+    lr: float = _f(2e-4, lo=0.0, hi=1.0, doc="discriminator learning rate")
+    periods: list[int] = _f([2, 3, 5, 7, 11], doc="multi-period discriminator periods")
+    num_scales: int = _f(3, lo=1, hi=8, doc="multi-scale discriminator scales")
+    channels: int = _f(32, lo=1, hi=1024, doc="discriminator base channels")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = _f(500000, lo=1, doc="total optimiser steps")
+    phase1_steps: int = _f(200000, lo=0, doc="target-present-only steps")
+    batch_size: int = _f(2, lo=1, hi=4096, doc="examples per process per micro-batch")
+    grad_accum_steps: int = _f(1, lo=1, hi=1024, doc="micro-batches per optimiser step")
+    lr: float = _f(1e-3, lo=0.0, hi=1.0, doc="peak learning rate")
+    min_lr: float = _f(1e-5, lo=0.0, hi=1.0, doc="learning rate at the end of cosine decay")
+    warmup_steps: int = _f(5000, lo=0, doc="linear warm-up, optimiser steps")
+    betas: list[float] = _f([0.9, 0.999], doc="AdamW betas")
+    weight_decay: float = _f(1e-2, lo=0.0, hi=1.0, doc="AdamW weight decay")
+    grad_clip: float = _f(5.0, lo=0.0, doc="max gradient norm (0 = off)")
+    ema_decay: float = _f(0.999, lo=0.0, hi=1.0, doc="EMA decay per optimiser step")
+    bf16: bool = _f(True, doc="bf16 autocast on CUDA (losses in fp32)")
+    max_nonfinite: int = _f(20, lo=1, doc="consecutive non-finite steps before stopping")
+    log_interval: int = _f(100, lo=1, doc="console/TensorBoard logging, steps")
+    save_interval: int = _f(5000, lo=1, doc="checkpoint interval, steps")
+    keep_last: int = _f(5, lo=1, doc="rotating checkpoints kept")
+    val_interval: int = _f(5000, lo=1, doc="validation interval, steps")
+    val_examples: int = _f(400, lo=1, doc="size of the fixed validation set")
+    val_seed: int = _f(20240601, lo=0, doc="seed of the fixed validation set")
+    val_batch_size: int = _f(4, lo=1, doc="validation batch size")
+    val_audio_examples: int = _f(3, lo=0, doc="validation examples logged as audio")
+    patience: int = _f(10, lo=1, doc="validations without improvement before stopping")
+    seed: int = _f(0, lo=0, doc="model init / torch seed")
+
+
+@dataclass
+class HealthConfig:
+    rms_ratio_low: float = _f(0.8, lo=0.0, doc="healthy rms_ratio band, lower edge")
+    rms_ratio_high: float = _f(1.25, lo=0.0, doc="healthy rms_ratio band, upper edge")
+    trend_window: int = _f(3, lo=2, doc="validations inspected for a downward rms trend")
+    ta_energy_margin_db: float = _f(10.0, lo=0.0, doc="warn when TA energy < target - margin")
+
+
+@dataclass
+class Config:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    stft: StftConfig = field(default_factory=StftConfig)
+    band_split: BandSplitConfig = field(default_factory=BandSplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss_weights: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- building
+
+_PAIR_KEYS = {
+    "data.speed_range",
+    "data.num_interferers",
+    "data.snr_db",
+    "data.sir_db",
+    "data.ref_snr_db",
+    "data.noisy_ref_ramp",
+    "data.easy_snr_db",
+    "train.betas",
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp``; returns the typed value or raises."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: expected one of {list(choices)}, got {value!r}")
+        return value
+    if origin in (list, typing.List):  # noqa: UP006
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: union types are not supported in the schema")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported schema type {_type_name(tp)}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            dotted = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"{dotted}: unknown key (expected one of {sorted(names)})")
+    kwargs = {}
+    for name, fld in names.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            value = _coerce(data[name], hints[name], dotted)
+        elif fld.default is not dataclasses.MISSING:
+            value = fld.default
+        elif fld.default_factory is not dataclasses.MISSING:
+            value = fld.default_factory()
+        else:  # pragma: no cover - every field has a default
+            raise ConfigError(f"{dotted}: missing")
+        lo, hi = fld.metadata.get("lo"), fld.metadata.get("hi")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if lo is not None and value < lo:
+                raise ConfigError(f"{dotted}: expected >= {lo}, got {value}")
+            if hi is not None and value > hi:
+                raise ConfigError(f"{dotted}: expected <= {hi}, got {value}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _check_cross(cfg: Config) -> None:
+    """Constraints spanning several keys."""
+    for dotted in _PAIR_KEYS:
+        section, name = dotted.split(".")
+        pair = getattr(getattr(cfg, section), name)
+        if len(pair) != 2 or pair[0] > pair[1]:
+            raise ConfigError(f"{dotted}: expected [low, high] with low <= high, got {pair}")
+    if cfg.stft.win_length > cfg.stft.n_fft:
+        raise ConfigError(
+            f"stft.win_length: expected <= stft.n_fft ({cfg.stft.n_fft}), got {cfg.stft.win_length}"
+        )
+    if cfg.stft.hop_length > cfg.stft.win_length:
+        raise ConfigError(
+            f"stft.hop_length: expected <= stft.win_length ({cfg.stft.win_length}), "
+            f"got {cfg.stft.hop_length}"
+        )
+    if cfg.model.feature_dim % cfg.model.num_heads:
+        raise ConfigError(
+            f"model.num_heads: expected a divisor of model.feature_dim "
+            f"({cfg.model.feature_dim}), got {cfg.model.num_heads}"
+        )
+    for i, block in enumerate(cfg.model.reinject_blocks):
+        if not 0 <= block < cfg.model.num_blocks:
+            raise ConfigError(
+                f"model.reinject_blocks[{i}]: expected 0..{cfg.model.num_blocks - 1}, got {block}"
+            )
+    edges = [r.upper_hz for r in cfg.band_split.regions]
+    if not cfg.band_split.regions or edges != sorted(edges):
+        raise ConfigError(f"band_split.regions: expected ascending upper_hz, got {edges}")
+    for i, res in enumerate(
+        cfg.loss_weights.phase_resolutions + cfg.loss_weights.mrstft_resolutions
+    ):
+        if len(res) != 3:
+            raise ConfigError(
+                f"loss_weights resolutions[{i}]: expected [n_fft, win, hop], got {res}"
+            )
+    if cfg.train.phase1_steps > cfg.train.steps:
+        raise ConfigError(
+            f"train.phase1_steps: expected <= train.steps ({cfg.train.steps}), "
+            f"got {cfg.train.phase1_steps}"
+        )
+    if cfg.train.min_lr > cfg.train.lr:
+        raise ConfigError(
+            f"train.min_lr: expected <= train.lr ({cfg.train.lr}), got {cfg.train.min_lr}"
+        )
+    if cfg.health.rms_ratio_low >= cfg.health.rms_ratio_high:
+        raise ConfigError("health.rms_ratio_low: expected < health.rms_ratio_high")
+
+
+def config_from_dict(data: dict[str, Any] | None) -> Config:
+    """Build and validate a :class:`Config` from a nested mapping (missing keys default)."""
+    cfg = _build(Config, data or {})
+    _check_cross(cfg)
+    return cfg
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    key, raw = item.split("=", 1)
+    path = key.strip().split(".")
+    if len(path) < 2 or not all(path):
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: value {raw!r} is not valid YAML ({exc.problem})") from None
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a nested mapping."""
+    data = copy.deepcopy(data)
+    for item in overrides or []:
+        path, value = _parse_override(item)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{'.'.join(path)}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at top level")
+        data = loaded or {}
+    return config_from_dict(apply_overrides(data, overrides))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from hifi_tse.utils import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def schema_rows() -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, description) for every leaf key: the config reference."""
+    rows: list[tuple[str, str, Any, str]] = []
+    defaults = Config()
+    for section in dataclasses.fields(Config):
+        cls = typing.get_type_hints(Config)[section.name]
+        hints = typing.get_type_hints(cls)
+        for fld in dataclasses.fields(cls):
+            default = getattr(getattr(defaults, section.name), fld.name)
+            if dataclasses.is_dataclass(default):
+                default = dataclasses.asdict(default)
+            elif isinstance(default, list) and default and dataclasses.is_dataclass(default[0]):
+                default = [dataclasses.asdict(d) for d in default]
+            rows.append(
+                (
+                    f"{section.name}.{fld.name}",
+                    _type_name(hints[fld.name]),
+                    default,
+                    fld.metadata.get("doc", ""),
+                )
+            )
+    return rows

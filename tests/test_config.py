@@ -1,0 +1,74 @@
+"""Config schema: loading, overrides, and one-line errors naming the dotted key."""
+
+from pathlib import Path
+
+import pytest
+
+from hifi_tse.cli import main
+from hifi_tse.config import ConfigError, config_from_dict, load_config, save_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_full_config_matches_the_paper_system():
+    cfg = load_config(CONFIGS / "hifi_tse.yaml")
+    assert cfg.audio.sample_rate == 48000
+    assert (cfg.stft.n_fft, cfg.stft.win_length, cfg.stft.hop_length) == (2048, 960, 480)
+    assert cfg.model.feature_dim == 128 and cfg.model.num_blocks == 6
+    assert cfg.model.lstm_hidden == 256 and cfg.model.num_heads == 4
+    assert cfg.model.reinject_blocks == [0, 1, 2, 3, 4, 5]
+    assert cfg.model.use_film and cfg.model.grad_checkpoint
+    assert cfg.model.ref_dropout_prob == pytest.approx(0.1)
+    lw = cfg.loss_weights
+    assert (lw.lambda_sep, lw.lambda_phase, lw.lambda_amp) == (1.0, 0.5, 1.0)
+    assert lw.ta_weight == pytest.approx(0.1) and lw.ta_target_db == -30.0
+    assert lw.ta_loss == "relu"
+
+
+@pytest.mark.parametrize("name", ["hifi_tse.yaml", "tiny.yaml"])
+def test_shipped_configs_load(name):
+    load_config(CONFIGS / name)
+
+
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ({"model": {"feature_dimm": 3}}, "model.feature_dimm: unknown key"),
+        ({"model": {"feature_dim": "big"}}, "model.feature_dim: expected an integer"),
+        ({"loss_weights": {"ta_weight": 1.5}}, "loss_weights.ta_weight: expected <= 1.0"),
+        ({"loss_weights": {"ta_loss": "db"}}, "loss_weights.ta_loss: expected one of"),
+        ({"model": {"use_film": "yes"}}, "model.use_film: expected true/false"),
+        ({"band_split": {"regions": [{"upper_hz": 1.0, "width": 3}]}}, "regions[0].width"),
+        ({"data": {"snr_db": [10.0, 0.0]}}, "data.snr_db: expected [low, high]"),
+        ({"nosuch": {}}, "nosuch: unknown key"),
+    ],
+)
+def test_bad_values_name_the_dotted_key(data, fragment):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_set_overrides_parse_yaml_values_and_validate():
+    cfg = load_config(CONFIGS / "tiny.yaml", ["model.num_blocks=3", "model.use_film=false"])
+    assert cfg.model.num_blocks == 3 and cfg.model.use_film is False
+    with pytest.raises(ConfigError, match="train.lr: expected <= 1.0"):
+        load_config(CONFIGS / "tiny.yaml", ["train.lr=5"])
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(None, ["lr"])
+
+
+def test_save_and_reload_round_trip(tmp_path):
+    cfg = load_config(CONFIGS / "tiny.yaml", ["train.steps=177"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_cli_prints_one_line_error_for_bad_config(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  num_heads: 0\n")
+    assert main(["config", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "model.num_heads: expected >= 1" in err
