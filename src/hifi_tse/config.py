@@ -60,6 +60,7 @@ class BandSplitConfig:
     regions: list[BandRegion] = _f(
         [
             BandRegion(upper_hz=1000.0, width_bins=4),
+            BandRegion(upper_hz=2000.0, width_bins=8),
             BandRegion(upper_hz=8000.0, width_bins=16),
             BandRegion(upper_hz=24000.0, width_bins=32),
         ],
@@ -82,6 +83,8 @@ class ModelConfig:
     grad_checkpoint: bool = _f(True, doc="recompute GridNet blocks in backward")
     ref_dropout_prob: float = _f(0.1, lo=0.0, hi=1.0, doc="conditioning dropout in training")
     mask_limit: float = _f(0.0, lo=0.0, hi=100.0, doc="|mask| cap (0 = uncapped)")
+    decoder_hidden: int = _f(128, lo=1, hi=8192, doc="per-band mask MLP hidden width, units")
+    norm_eps: float = _f(1e-5, lo=1e-12, hi=1e-1, doc="LayerNorm variance floor, (feature units)^2")
 
 
 @dataclass
@@ -110,6 +113,15 @@ class LossConfig:
         [[512, 240, 50], [1024, 600, 120], [2048, 1200, 240]],
         doc="multi-resolution STFT loss [n_fft, win, hop] at 48 kHz; scaled",
     )
+    audit_min_gain: float = _f(
+        1e-3, lo=1e-9, hi=0.5, doc="loss audit: smallest output gain swept (0 is degenerate), x"
+    )
+    audit_tolerance: float = _f(
+        1e-3, lo=0.0, doc="loss audit: drop below the right-level value that fails, loss units"
+    )
+    audit_examples: int = _f(
+        32, lo=2, hi=4096, doc="loss audit --data: fixed examples scanned for TP and TA, count"
+    )
 
 
 @dataclass
@@ -134,6 +146,19 @@ class DataConfig:
     easy_snr_db: list[float] = _f([10.0, 20.0], doc="SNR range at the curriculum start, dB")
     num_workers: int = _f(2, lo=0, hi=256, doc="DataLoader workers per process")
     seed: int = _f(1234, lo=0, doc="base seed of training mixtures")
+    min_rms_db: float = _f(-90.0, lo=-200.0, hi=0.0, doc="power floor in SNR/SIR scaling, dB")
+    # corpus preparation (hifi-tse prepare; CLI flags override)
+    min_seconds: float = _f(4.0, lo=0.0, hi=3600.0, doc="shorter speech files are skipped, s")
+    val_ratio: float = _f(0.05, lo=0.0, hi=0.5, doc="share of speakers/noise/RIRs for val")
+    test_ratio: float = _f(0.05, lo=0.0, hi=0.5, doc="share of speakers/noise/RIRs for test")
+    pack_files: int = _f(2000, lo=1, doc="files per HDF5 pack shard (the resume unit)")
+    # simulated RIRs (shoebox image method + Sabine-decay late tail)
+    sim_rt60: list[float] = _f([0.1, 0.9], doc="RT60 range of simulated rooms, s")
+    sim_room_min: list[float] = _f([3.0, 3.0, 2.4], doc="smallest room [x, y, z], m")
+    sim_room_max: list[float] = _f([10.0, 8.0, 4.0], doc="largest room [x, y, z], m")
+    sim_wall_margin: float = _f(0.5, lo=0.0, hi=5.0, doc="min source/mic distance to walls, m")
+    sim_max_order: int = _f(12, lo=0, hi=200, doc="image-method reflection order cap")
+    sim_tail_window_ms: float = _f(10.0, lo=0.1, hi=1000.0, doc="tail level-match window, ms")
 
 
 @dataclass
@@ -180,6 +205,9 @@ class HealthConfig:
     rms_ratio_low: float = _f(0.8, lo=0.0, doc="healthy rms_ratio band, lower edge")
     rms_ratio_high: float = _f(1.25, lo=0.0, doc="healthy rms_ratio band, upper edge")
     trend_window: int = _f(3, lo=2, doc="validations inspected for a downward rms trend")
+    trend_min_drop: float = _f(
+        0.05, lo=0.0, doc="rms_ratio fall over the trend window that counts as a trend, ratio"
+    )
     ta_energy_margin_db: float = _f(10.0, lo=0.0, doc="warn when TA energy < target - margin")
 
 
@@ -209,12 +237,15 @@ _PAIR_KEYS = {
     "data.ref_snr_db",
     "data.noisy_ref_ramp",
     "data.easy_snr_db",
+    "data.sim_rt60",
     "train.betas",
 }
 
 
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    if typing.get_origin(tp) is None and hasattr(tp, "__name__"):
+        return tp.__name__
+    return str(tp).replace("typing.", "").replace("hifi_tse.config.", "")
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

@@ -19,7 +19,11 @@ def reference_markdown() -> str:
     """The config reference (every key, type, default, description) as a Markdown table."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, type_name, default, doc in schema_rows():
-        shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...")
+        shown = (
+            yaml.safe_dump(default, default_flow_style=True, width=10**6)
+            .strip()
+            .removesuffix("...")
+        )
         shown = shown.strip().replace("|", "\\|")
         lines.append(f"| `{key}` | {type_name} | `{shown}` | {doc} |")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,166 @@
+"""Data pipeline throughput on ONE core: prepare, pack reads and dynamic mixing at 48 kHz.
+
+Builds a small synthetic corpus (harmonic "voices", noise, simulated RIRs) in a temporary
+folder with ``prepare_corpus``, then measures
+
+* mixtures per second through ``MixtureDataset[i]`` with the full recipe (4 s segments, 4 s
+  enrollment, RIR on every talker, noise, speed perturbation, 1-3 interferers, TA share,
+  noisy enrollment at its final probability);
+* pack reads: random 4 s crops per second and MB/s, and whole-utterance MB/s.
+
+Usage: ``python benchmarks/bench_data.py [--mixtures 200] [--json out.json]``.
+Threads are limited to 1 (and the process pinned to one core where possible) so the figure
+is per DataLoader worker.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
+
+from hifi_tse.config import Config, config_from_dict  # noqa: E402
+from hifi_tse.data.datasets import MixtureDataset  # noqa: E402
+from hifi_tse.data.prepare import prepare_corpus  # noqa: E402
+from hifi_tse.data.store import PackReader, load_manifest  # noqa: E402
+
+SR = 48000
+
+
+def synth_corpus(root: Path, speakers: int, utts: int, seconds: float, noises: int) -> None:
+    """Harmonic tones with a syllable envelope per speaker (24-bit WAV) + white-ish noise."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * SR)) / SR
+    for s in range(speakers):
+        f0 = 90.0 + 12.0 * s
+        for u in range(utts):
+            x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 8))
+            x *= 0.15 * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t)) ** 2
+            path = root / "speech" / f"p{300 + s}" / f"p{300 + s}_{u:03d}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(path), x, SR, subtype="PCM_24")
+    for k in range(noises):
+        path = root / "noise" / f"noise_{k}.flac"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), 0.05 * rng.standard_normal(int(10 * SR)), SR, subtype="PCM_24")
+
+
+def bench_mixing(packs: Path, cfg: Config, n: int) -> dict[str, float]:
+    ds = MixtureDataset(packs, cfg, split="train")
+    # Past phase 1 and both ramps, so TA, noisy references and full difficulty all occur.
+    start = cfg.train.steps * ds.examples_per_step
+    for i in range(3):  # warm-up: open packs, FFT plans
+        ds[start + i]
+    t0, c0 = time.perf_counter(), time.process_time()
+    n_int, n_ta, n_noisy = 0, 0, 0
+    for i in range(n):
+        item = ds[start + 3 + i]
+        n_int += item["num_interferers"]
+        n_ta += not item["target_present"]
+        n_noisy += item["meta"]["noisy_ref"]
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {
+        "mixtures_per_s": n / dt,
+        "ms_per_mixture": 1e3 * dt / n,
+        # CPU time of this process only: closer to an idle core when the machine is shared.
+        "mixtures_per_cpu_s": n / cpu,
+        "cpu_ms_per_mixture": 1e3 * cpu / n,
+        "mean_interferers": n_int / n,
+        "ta_share": n_ta / n,
+        "noisy_ref_share": n_noisy / n,
+    }
+
+
+def bench_reads(packs: Path, crop_seconds: float, n: int) -> dict[str, float]:
+    rows = [r for r in load_manifest(packs, "train") if r["kind"] == "speech"]
+    reader = PackReader(packs)
+    rng = np.random.default_rng(1)
+    crop = int(crop_seconds * SR)
+    reader.read(rows[0]["pack"], rows[0]["key"], 0, crop)  # open handles
+    t0 = time.perf_counter()
+    nbytes = 0
+    for _ in range(n):
+        r = rows[int(rng.integers(len(rows)))]
+        start = int(rng.integers(0, max(1, r["num_samples"] - crop)))
+        nbytes += reader.read(r["pack"], r["key"], start, crop).nbytes
+    dt_crop = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    full_bytes = 0
+    for r in rows:
+        full_bytes += reader.read(r["pack"], r["key"]).nbytes
+    dt_full = time.perf_counter() - t0
+    return {
+        "crops_per_s": n / dt_crop,
+        "crop_mb_per_s": nbytes / dt_crop / 1e6,
+        "full_read_mb_per_s": full_bytes / dt_full / 1e6,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mixtures", type=int, default=200)
+    parser.add_argument("--crops", type=int, default=2000)
+    parser.add_argument("--speakers", type=int, default=12)
+    parser.add_argument("--utterances", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=8.0, help="synthetic utterance length")
+    parser.add_argument("--rirs", type=int, default=24)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    cfg = config_from_dict({})  # the full 48 kHz recipe: 4 s segments, 1 s RIRs
+    results: dict[str, object] = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+        "sample_rate": cfg.audio.sample_rate,
+        "segment_seconds": cfg.audio.segment_seconds,
+        "max_rir_seconds": cfg.data.max_rir_seconds,
+    }
+    with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
+        root = Path(tmp)
+        synth_corpus(root, args.speakers, args.utterances, args.seconds, noises=4)
+        t0 = time.perf_counter()
+        report = prepare_corpus(
+            [(root / "speech", None)],
+            [root / "noise"],
+            [],
+            args.rirs,
+            root / "packs",
+            cfg.audio.sample_rate,
+            cfg.data.min_seconds,
+            0.0,
+            0.0,
+            1,
+            0,
+            data_cfg=cfg.data,
+            progress=False,
+        )
+        dt = time.perf_counter() - t0
+        n_files = args.speakers * args.utterances + 4 + args.rirs
+        results["prepare_files_per_s"] = n_files / dt
+        results["prepare_seconds"] = dt
+        results["corpus"] = report["splits"]["train"]
+        results.update(bench_reads(root / "packs", cfg.audio.segment_seconds, args.crops))
+        results.update(bench_mixing(root / "packs", cfg, args.mixtures))
+    for k, v in results.items():
+        print(f"{k:22s} {v:.2f}" if isinstance(v, float) else f"{k:22s} {v}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

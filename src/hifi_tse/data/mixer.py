@@ -1,0 +1,333 @@
+"""Dynamic mixing: one TP or TA example from packed speech, noise and RIRs.
+
+:func:`mix_example` is a pure function of ``(cfg, sources, rng, phase, step)``: every random
+choice is drawn from the ``rng`` passed in, in a fixed order, so the same seed gives the same
+example in any process. The recipe (all numbers from ``cfg.audio`` / ``cfg.data``):
+
+1. Target speaker and two different utterances of theirs (one for the mixture, one for the
+   enrollment). TA (target absent) with probability ``ta_ratio`` in phase >= 2, never in
+   phase 1.
+2. Each talker (target and 1-3 interferers from other distinct speakers) is rendered alike:
+   a random crop of ``segment + RIR length`` samples (before speed perturbation, only that
+   slice is read from HDF5), speed perturbation, peak normalisation to ``peak_norm``,
+   convolution with a random RIR (probability ``rir_prob``) and a crop of the last
+   ``segment`` samples, so every output sample has its full reverberation history (real
+   reverb tails at the segment start). The training target is the reverberant target.
+3. Interferers are scaled to a per-interferer SIR drawn from ``sir_db`` relative to the
+   target (TA: relative to the first interferer, which keeps its level).
+4. A noise clip (looped or cropped to the segment) is added at an SNR drawn from ``snr_db``
+   relative to the sum of all speech in the mixture.
+5. The enrollment is cropped to ``ref_seconds`` and peak-normalised; with probability
+   ``noisy_ref_prob_at(step)`` it is reverberated and noised at ``ref_snr_db``.
+6. If the mixture peak exceeds ``clip_peak``, mixture and target are scaled together so the
+   mixture peak is ``peak_norm``.
+
+Easy-to-hard curriculum: at ``difficulty_at(step) == 0`` the interferer count is the low end
+of ``num_interferers`` and the SNR range is ``easy_snr_db``; both move linearly to the full
+recipe as the difficulty reaches 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hifi_tse.audio.signal import (
+    convolve_valid,
+    db_to_power,
+    gain_for_ratio,
+    loop_to_length,
+    mix_at_snr,
+    pad_to,
+    peak_normalise,
+    speed_perturb,
+)
+from hifi_tse.config import Config
+from hifi_tse.data.example import Example
+from hifi_tse.data.store import PackReader, load_manifest, load_report, manifest_path
+from hifi_tse.errors import UserError
+from hifi_tse.schedules import PHASE_TP_TA, difficulty_at, noisy_ref_prob_at
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A packed utterance, noise clip or RIR: where it is and how long."""
+
+    speaker: str  # "source/speaker" for speech, "" otherwise
+    uid: str  # "source/utterance id", unique in the corpus
+    pack: str
+    key: str
+    num_samples: int
+
+
+class Sources:
+    """The clips of one split, grouped for sampling, and a lazy per-process pack reader.
+
+    Speakers are ``source/speaker`` strings (two corpora may reuse an id), sorted, each with
+    at least two utterances (``prepare`` guarantees it).
+    """
+
+    def __init__(self, packs_dir: Path, split: str, sample_rate: int) -> None:
+        self.packs_dir = Path(packs_dir)
+        self.split = split
+        report = load_report(self.packs_dir)
+        if int(report["sample_rate"]) != sample_rate:
+            raise UserError(
+                f"{self.packs_dir}: packs are at {report['sample_rate']} Hz, the config's "
+                f"audio.sample_rate is {sample_rate} Hz (re-run prepare with --sample-rate)"
+            )
+        by_speaker: dict[str, list[Clip]] = defaultdict(list)
+        self.noise: list[Clip] = []
+        self.rirs: list[Clip] = []
+        for r in load_manifest(self.packs_dir, split):
+            uid = f"{r['source']}/{r['utterance']}"
+            if r["kind"] == "speech":
+                spk = f"{r['source']}/{r['speaker']}"
+                by_speaker[spk].append(Clip(spk, uid, r["pack"], r["key"], r["num_samples"]))
+            elif r["kind"] == "noise":
+                self.noise.append(Clip("", uid, r["pack"], r["key"], r["num_samples"]))
+            elif r["kind"] == "rir":
+                self.rirs.append(Clip("", uid, r["pack"], r["key"], r["num_samples"]))
+        self.speakers: list[str] = sorted(s for s, u in by_speaker.items() if len(u) >= 2)
+        self.utterances: list[list[Clip]] = [by_speaker[s] for s in self.speakers]
+        if len(self.speakers) < 2:
+            raise UserError(
+                f"{manifest_path(self.packs_dir, split)}: {len(self.speakers)} speaker(s) with "
+                f"2+ utterances; mixing needs at least 2 (use more speakers or other ratios)"
+            )
+        self.reader = PackReader(self.packs_dir)
+
+
+def _read_crop(sources: Sources, clip: Clip, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``length``-sample slice of ``clip`` (all of it when shorter); reads only it."""
+    start = int(rng.integers(0, clip.num_samples - length + 1)) if clip.num_samples > length else 0
+    return sources.reader.read(clip.pack, clip.key, start, length)
+
+
+def _render_talker(
+    cfg: Config,
+    sources: Sources,
+    clip: Clip,
+    length: int,
+    rng: np.random.Generator,
+    *,
+    speed: bool,
+    reverb_prob: float,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One talker's ``(length,)`` float32 contribution: crop, speed, peak-norm, RIR, crop."""
+    d, sr = cfg.data, cfg.audio.sample_rate
+    factor = float(rng.uniform(*d.speed_range)) if speed and d.speed_perturb else 1.0
+    h, rir_id = None, None
+    if sources.rirs and rng.random() < reverb_prob:
+        rir = sources.rirs[int(rng.integers(len(sources.rirs)))]
+        h = sources.reader.read(rir.pack, rir.key, 0, int(round(d.max_rir_seconds * sr)))
+        rir_id = rir.uid
+    tail = len(h) - 1 if h is not None else 0
+    need = length + tail  # samples after speed perturbation: reverb history + segment
+    # Before speed perturbation ``factor`` times as many samples are needed; +1 covers the
+    # resampler's rounding of the output length.
+    raw = _read_crop(sources, clip, int(math.ceil(need * factor)) + 1, rng)
+    x = peak_normalise(speed_perturb(raw, factor, sr), d.peak_norm)
+    if len(x) >= need:
+        x = x[:need]
+    else:
+        # Short utterance: zero-pad, preferably starting after the reverb-history region so
+        # the whole utterance lands in the kept segment.
+        lo = min(tail, need - len(x))
+        x = pad_to(x, need, int(rng.integers(lo, need - len(x) + 1)))
+    y = convolve_valid(x, h) if h is not None else x
+    return y.astype(np.float32, copy=False), {"uid": clip.uid, "speed": factor, "rir": rir_id}
+
+
+def _noise_segment(
+    sources: Sources, length: int, rng: np.random.Generator
+) -> tuple[np.ndarray, str]:
+    """A ``(length,)`` noise segment: a random crop, or the clip looped from a random phase."""
+    clip = sources.noise[int(rng.integers(len(sources.noise)))]
+    x = _read_crop(sources, clip, length, rng)
+    if len(x) < length:
+        x = loop_to_length(x, length, int(rng.integers(len(x))))
+    return x, clip.uid
+
+
+def _lerp(a: float, b: float, t: float) -> float:
+    return a + (b - a) * t
+
+
+def mix_example(
+    cfg: Config,
+    sources: Sources,
+    rng: np.random.Generator,
+    *,
+    phase: int,
+    step: int | None,
+    target_present: bool | None = None,
+    keep_components: bool = False,
+) -> Example:
+    """Draw one example (see the module docstring for the recipe).
+
+    Args:
+        cfg: full config; ``cfg.audio`` and ``cfg.data`` are read.
+        sources: clips of the split to mix from.
+        rng: the only source of randomness.
+        phase: curriculum phase (1 = TP only; >= 2 adds TA with probability ``ta_ratio``).
+        step: optimiser step for the noisy-reference ramp and the difficulty curriculum;
+            None = the end of both schedules (fixed validation / test sets).
+        target_present: force TP (True) or TA (False) instead of drawing it; TA is refused
+            in phase 1.
+        keep_components: also return ``speech`` / ``noise`` / ``interferers`` parts.
+
+    Returns:
+        Example with ``mix`` and ``target`` of ``segment_seconds`` and ``ref`` of
+        ``ref_seconds`` (float32, exact lengths).
+    """
+    d, sr = cfg.data, cfg.audio.sample_rate
+    length = int(round(cfg.audio.segment_seconds * sr))
+    ref_length = int(round(cfg.audio.ref_seconds * sr))
+    floor = db_to_power(d.min_rms_db)
+    difficulty = 1.0 if step is None else difficulty_at(step, d)
+    p_noisy_ref = d.noisy_ref_prob if step is None else noisy_ref_prob_at(step, d)
+
+    if phase < PHASE_TP_TA:
+        if target_present is False:
+            raise ValueError("mix_example: target-absent examples are not allowed in phase 1")
+        target_present = True
+    elif target_present is None:
+        target_present = bool(rng.random() >= d.ta_ratio)
+
+    n_lo, n_hi = d.num_interferers
+    n_hi_now = n_lo + int(round(difficulty * (n_hi - n_lo)))
+    n_int = int(rng.integers(n_lo, n_hi_now + 1))
+    if not target_present:
+        n_int = max(n_int, 1)  # a TA mixture still has someone talking
+    n_int = min(n_int, len(sources.speakers) - 1)
+    speakers = rng.choice(len(sources.speakers), size=1 + n_int, replace=False)
+    target_utts = sources.utterances[int(speakers[0])]
+    i_tgt, i_ref = rng.choice(len(target_utts), size=2, replace=False)
+
+    target = np.zeros(length, dtype=np.float32)
+    t_info: dict[str, Any] = {"uid": None, "speed": None, "rir": None}
+    if target_present:
+        target, t_info = _render_talker(
+            cfg, sources, target_utts[int(i_tgt)], length, rng, speed=True, reverb_prob=d.rir_prob
+        )
+    interferers, i_infos = [], []
+    for s in speakers[1:]:
+        utts = sources.utterances[int(s)]
+        y, info = _render_talker(
+            cfg,
+            sources,
+            utts[int(rng.integers(len(utts)))],
+            length,
+            rng,
+            speed=True,
+            reverb_prob=d.rir_prob,
+        )
+        interferers.append(y)
+        i_infos.append(info)
+
+    # SIR of each interferer against the target (TA: against the first interferer).
+    anchor = target if target_present else interferers[0]
+    sirs: list[float | None] = []
+    for k in range(len(interferers)):
+        if not target_present and k == 0:
+            sirs.append(None)
+            continue
+        sir = float(rng.uniform(*d.sir_db))
+        interferers[k] = interferers[k] * gain_for_ratio(anchor, interferers[k], sir, floor)
+        sirs.append(sir)
+    speech = target + np.sum(interferers, axis=0, dtype=np.float32) if interferers else target
+
+    # Noise at an SNR relative to ALL speech in the mixture (TA: the interferer sum):
+    # SNR_dB = 10 log10(P_speech / P_noise_scaled), with P = mean square over the segment.
+    # mix_at_snr scales the noise by g = sqrt(P_speech / (P_noise * 10^(SNR_dB / 10))), so
+    # the realised SNR of the returned mixture equals the drawn value exactly (before the
+    # clip guard below, which scales speech and noise together and keeps the ratio).
+    snr_lo = _lerp(d.easy_snr_db[0], d.snr_db[0], difficulty)
+    snr_hi = _lerp(d.easy_snr_db[1], d.snr_db[1], difficulty)
+    noise = np.zeros(length, dtype=np.float32)
+    snr_db, noise_id = math.inf, None
+    if sources.noise and rng.random() < d.noise_prob:
+        snr_db = float(rng.uniform(snr_lo, snr_hi))
+        clip, noise_id = _noise_segment(sources, length, rng)
+        mix, noise = mix_at_snr(speech, clip, snr_db, floor)
+    else:
+        mix = speech.astype(np.float32, copy=True)
+
+    # Enrollment: another utterance of the target speaker, optionally reverberant + noisy.
+    noisy_ref = bool(rng.random() < p_noisy_ref)
+    ref, r_info = _render_talker(
+        cfg,
+        sources,
+        target_utts[int(i_ref)],
+        ref_length,
+        rng,
+        speed=False,
+        reverb_prob=1.0 if noisy_ref else 0.0,
+    )
+    ref_snr_db, ref_noise_id = None, None
+    if noisy_ref and sources.noise:
+        ref_snr_db = float(rng.uniform(*d.ref_snr_db))
+        ref_noise, ref_noise_id = _noise_segment(sources, ref_length, rng)
+        ref, _ = mix_at_snr(ref, ref_noise, ref_snr_db, floor)
+    ref_peak = float(np.max(np.abs(ref)))
+    if ref_peak > d.clip_peak:
+        ref = ref * (d.peak_norm / ref_peak)
+
+    # Clip guard: scale everything in the mixture together so ratios (SNR, SIR) survive.
+    gain = 1.0
+    peak = float(np.max(np.abs(mix)))
+    if peak > d.clip_peak:
+        gain = d.peak_norm / peak
+        mix, target, speech, noise = mix * gain, target * gain, speech * gain, noise * gain
+        interferers = [y * gain for y in interferers]
+
+    meta: dict[str, Any] = {
+        "target_present": bool(target_present),
+        "target_speaker": sources.speakers[int(speakers[0])],
+        "target_utterance": t_info["uid"],
+        "ref_utterance": r_info["uid"],
+        "interferer_speakers": [sources.speakers[int(s)] for s in speakers[1:]],
+        "interferer_utterances": [i["uid"] for i in i_infos],
+        "num_interferers": n_int,
+        "sir_db": sirs,
+        "snr_db": None if math.isinf(snr_db) else snr_db,
+        "noise_id": noise_id,
+        "rir_ids": {
+            "target": t_info["rir"],
+            "interferers": [i["rir"] for i in i_infos],
+            "ref": r_info["rir"],
+        },
+        "speed": {"target": t_info["speed"], "interferers": [i["speed"] for i in i_infos]},
+        "noisy_ref": noisy_ref,
+        "ref_snr_db": ref_snr_db,
+        "ref_noise_id": ref_noise_id,
+        "gain": gain,
+        "phase": int(phase),
+        "step": step,
+        "difficulty": difficulty,
+    }
+    components = None
+    if keep_components:
+        components = {
+            "speech": speech.astype(np.float32),
+            "noise": noise.astype(np.float32),
+            "interferers": np.stack(interferers).astype(np.float32)
+            if interferers
+            else np.zeros((0, length), dtype=np.float32),
+        }
+    return Example(
+        mix=mix.astype(np.float32, copy=False),
+        ref=ref.astype(np.float32, copy=False),
+        target=target.astype(np.float32, copy=False),
+        target_present=bool(target_present),
+        snr_db=snr_db,
+        num_interferers=n_int,
+        meta=meta,
+        components=components,
+    )

@@ -1,0 +1,110 @@
+"""``hifi-tse audit-loss``: print each loss term against the output gain; exit 1 when any
+term rewards silence (the seed's over-suppression), 0 otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hifi_tse.config import Config, load_config
+from hifi_tse.errors import UserError
+from hifi_tse.losses.audit import audit_objective
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (defaults when omitted)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="packs directory: audit on fixed validation examples instead of generated signals",
+    )
+
+
+def _to_tensor(x: object) -> Tensor:
+    return x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
+
+
+def signals_from_packs(packs_dir: Path, cfg: Config) -> dict[str, Tensor] | None:
+    """TP and TA examples drawn from the fixed validation set of ``packs_dir``.
+
+    Returns None when the data package is not available in this build.
+    """
+    try:
+        datasets = importlib.import_module("hifi_tse.data.datasets")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("hifi_tse.data.datasets", "hifi_tse.data"):
+            raise
+        return None
+    fixed_set = getattr(datasets, "FixedExampleSet", None)
+    if fixed_set is None:
+        return None
+    if not packs_dir.is_dir():
+        raise UserError(f"--data {packs_dir}: not a directory (expected a prepared packs dir)")
+    examples = fixed_set(
+        packs_dir,
+        cfg,
+        split="val",
+        seed=cfg.train.val_seed,
+        n=cfg.loss_weights.audit_examples,
+        phase=2,
+    )
+    mixes, targets, present = [], [], []
+    for i in range(len(examples)):
+        ex = examples[i]
+        mixes.append(_to_tensor(ex["mix"]).float())
+        targets.append(_to_tensor(ex["target"]).float())
+        present.append(bool(ex["target_present"]))
+    if all(present) or not any(present):
+        raise UserError(
+            f"--data {packs_dir}: the first {len(present)} validation examples are all "
+            f"{'target-present' if all(present) else 'target-absent'}; need both kinds "
+            "(raise loss_weights.audit_examples or data.ta_ratio)"
+        )
+    length = min(m.shape[-1] for m in mixes)  # examples share the segment length; be safe
+    return {
+        "mix": torch.stack([m[..., :length] for m in mixes]),
+        "target": torch.stack([t[..., :length] for t in targets]),
+        "target_present": torch.tensor(present),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.set)
+    signals = None
+    source = f"generated tones + noise at {cfg.audio.sample_rate} Hz"
+    if args.data is not None:
+        signals = signals_from_packs(args.data, cfg)
+        if signals is None:
+            print("note: hifi_tse.data.datasets.FixedExampleSet unavailable; using generated")
+        else:
+            n_tp = int(signals["target_present"].sum())
+            n_ta = len(signals["target_present"]) - n_tp
+            source = f"{n_tp} TP + {n_ta} TA validation examples from {args.data}"
+    result = audit_objective(cfg, signals)
+    print(
+        f"loss audit ({source}; ta_loss={cfg.loss_weights.ta_loss}, tolerance "
+        f"{result.tolerance:g})\n"
+    )
+    print(result.table())
+    if result.failures:
+        print(
+            "FAIL: these loss terms reward silent output (lower loss at a quieter output than "
+            "the right level): "
+            + ", ".join(result.failures)
+            + (
+                " — loss_weights.ta_loss=legacy_db is the seed's raw-dB bug; use relu"
+                if cfg.loss_weights.ta_loss == "legacy_db"
+                else ""
+            ),
+            file=sys.stderr,
+        )
+        return 1
+    print("OK: no loss term rewards silence")
+    return 0

@@ -1,0 +1,170 @@
+"""The training objective: composes the per-phase total from ``LossConfig``.
+
+Phase 1 (TP only): ``lambda_sep * mean(-SI-SDR) + lambda_phase * phase + lambda_amp * amp``
+on every example.
+Phase 2 (TP + TA): ``sep`` becomes the scene-aware loss
+``(1 - ta_weight) * mean(-SI-SDR over TP) + ta_weight * mean(TA term over TA)``; the phase,
+amplitude (and multi-resolution STFT) terms see TP examples only and are exactly 0 when a
+batch has none.
+Phase 3 (GAN): phase 2 plus ``scale * (lambda_adv * adv + lambda_fm * fm)``.
+
+Every term is returned detached for logging, with diagnostics that are not part of the
+total (``si_sdr_tp``, ``rms_ratio``, ``ta_energy_db``) — the health signals that exposed the
+seed's over-suppression.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from hifi_tse.config import LossConfig
+from hifi_tse.losses.adversarial import AdversarialInputs, GANLoss
+from hifi_tse.losses.separation import (
+    amplitude_loss,
+    check_mask,
+    check_pair,
+    energy_db,
+    rms,
+    scene_aware_loss,
+    scene_aware_parts,
+    si_sdr,
+    ta_term,
+)
+from hifi_tse.losses.spectral import MultiResolutionSTFTLoss, PhaseSensitiveLoss
+from hifi_tse.schedules import PHASE_GAN, PHASE_TP, PHASE_TP_TA
+
+LOSS_TERMS = ("sep", "phase", "amp", "mrstft", "ta_energy", "adv", "fm", "total")
+"""Names that are losses (lower is better); the rest of ``terms`` are diagnostics."""
+
+
+def scene_aware_from_config(
+    estimate: Tensor, target: Tensor, target_present: Tensor, loss_cfg: LossConfig
+) -> Tensor:
+    """``scene_aware_loss`` with every weight taken from ``loss_cfg`` (train = validation)."""
+    return scene_aware_loss(
+        estimate.float(),
+        target.float(),
+        target_present,
+        ta_weight=loss_cfg.ta_weight,
+        ta_target_db=loss_cfg.ta_target_db,
+        ta_loss=loss_cfg.ta_loss,
+        legacy_floor_db=loss_cfg.legacy_floor_db,
+        eps=loss_cfg.eps,
+    )
+
+
+class Objective(nn.Module):
+    """Per-phase training objective built from the config.
+
+    Args:
+        loss_cfg: ``cfg.loss_weights``.
+        sample_rate: model sample rate, Hz (scales the STFT resolutions).
+    """
+
+    def __init__(self, loss_cfg: LossConfig, sample_rate: int) -> None:
+        super().__init__()
+        self.cfg = loss_cfg
+        self.sample_rate = int(sample_rate)
+        self.phase_loss = PhaseSensitiveLoss(loss_cfg.phase_resolutions, self.sample_rate)
+        self.mrstft = (
+            MultiResolutionSTFTLoss(loss_cfg.mrstft_resolutions, self.sample_rate, loss_cfg.eps)
+            if loss_cfg.lambda_mrstft > 0
+            else None
+        )
+        self.gan = GANLoss()
+
+    def _ta_term(self, estimate: Tensor) -> Tensor:
+        c = self.cfg
+        return ta_term(
+            estimate,
+            ta_loss=c.ta_loss,
+            ta_target_db=c.ta_target_db,
+            legacy_floor_db=c.legacy_floor_db,
+            eps=c.eps,
+        )
+
+    def forward(
+        self,
+        estimate: Tensor,
+        target: Tensor,
+        target_present: Tensor,
+        phase: int,
+        adv: AdversarialInputs | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Total loss and named terms.
+
+        Args:
+            estimate: ``(B, L)`` generator output (any float dtype; computed in fp32).
+            target: ``(B, L)`` reference target, zeros for TA examples.
+            target_present: ``(B,)`` bool.
+            phase: 1, 2 or 3 (``schedules.phase_at``).
+            adv: discriminator outputs and ramp scale; used in phase 3 only.
+
+        Returns:
+            ``(total, terms)``: ``total`` is a scalar with gradient; ``terms`` holds detached
+            fp32 scalars ``sep, phase, amp, ta_energy, total`` always, ``mrstft`` when
+            ``lambda_mrstft > 0``, ``adv, fm`` in phase 3 (0 when ``adv`` is None), and the
+            diagnostics ``si_sdr_tp`` (dB), ``rms_ratio`` (when the batch has TP examples)
+            and ``ta_energy_db`` (dB, when it has TA examples).
+        """
+        if phase not in (PHASE_TP, PHASE_TP_TA, PHASE_GAN):
+            raise ValueError(f"phase: expected 1, 2 or 3, got {phase!r}")
+        check_pair(estimate, target)
+        check_mask(target_present, estimate.shape[0])
+        c = self.cfg
+        # bf16 autocast in training must not reach the losses: log10 / STFT in fp32
+        with torch.autocast(device_type=estimate.device.type, enabled=False):
+            est, tgt = estimate.float(), target.float()
+            tp = target_present.to(est.device)
+            ta = ~tp
+            has_tp, has_ta = bool(tp.any()), bool(ta.any())
+            zero = est.new_zeros(())
+            terms: dict[str, Tensor] = {}
+
+            if phase == PHASE_TP:
+                sep = -si_sdr(est, tgt, c.eps).mean()
+                phase_l = self.phase_loss(est, tgt)
+                amp = amplitude_loss(est, tgt, c.amp_min_ratio, c.eps)
+                mrstft = self.mrstft(est, tgt) if self.mrstft is not None else None
+                ta_part = self._ta_term(est[ta]).mean() if has_ta else zero
+            else:
+                tp_part, ta_part = scene_aware_parts(
+                    est,
+                    tgt,
+                    tp,
+                    ta_loss=c.ta_loss,
+                    ta_target_db=c.ta_target_db,
+                    legacy_floor_db=c.legacy_floor_db,
+                    eps=c.eps,
+                )
+                sep = (1.0 - c.ta_weight) * tp_part + c.ta_weight * ta_part
+                phase_l = self.phase_loss(est, tgt, tp)
+                amp = amplitude_loss(est[tp], tgt[tp], c.amp_min_ratio, c.eps) if has_tp else zero
+                mrstft = self.mrstft(est, tgt, tp) if self.mrstft is not None else None
+
+            total = c.lambda_sep * sep + c.lambda_phase * phase_l + c.lambda_amp * amp
+            terms["sep"] = sep
+            terms["phase"] = phase_l
+            terms["amp"] = amp
+            if mrstft is not None:
+                total = total + c.lambda_mrstft * mrstft
+                terms["mrstft"] = mrstft
+            terms["ta_energy"] = ta_part
+
+            if phase == PHASE_GAN:
+                adv_l = fm = zero
+                if adv is not None:
+                    adv_l, fm = self.gan.generator_terms(adv.real_outputs, adv.fake_outputs)
+                    total = total + adv.scale * (c.lambda_adv * adv_l + c.lambda_fm * fm)
+                terms["adv"] = adv_l
+                terms["fm"] = fm
+            terms["total"] = total
+
+            with torch.no_grad():
+                if has_tp:
+                    terms["si_sdr_tp"] = si_sdr(est[tp], tgt[tp], c.eps).mean()
+                    terms["rms_ratio"] = rms(est[tp], c.eps).mean() / rms(tgt[tp], c.eps).mean()
+                if has_ta:
+                    terms["ta_energy_db"] = energy_db(est[ta], c.eps).mean()
+        return total, {k: v.detach().float() for k, v in terms.items()}
