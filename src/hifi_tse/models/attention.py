@@ -1,0 +1,60 @@
+"""Multi-head self- and cross-attention on ``scaled_dot_product_attention``.
+
+SDPA picks a fused kernel (flash / memory-efficient on CUDA, the flash kernel on CPU), so
+the ``T x S`` weight matrix is never materialised. Inputs are sequences with any batch
+folding the caller chose: ``(N, T, D)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(N, T, D)`` -> ``(N, H, T, D/H)`` (a view)."""
+    n, t, d = x.shape
+    return x.view(n, t, heads, d // heads).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``(N, H, T, d)`` -> ``(N, T, H*d)``."""
+    n, h, t, d = x.shape
+    return x.transpose(1, 2).reshape(n, t, h * d)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention ``(N, T, D) -> (N, T, D)`` (no residual, no norm)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape
+        # (N, T, 3, H, d) -> three (N, H, T, d) views, no copies.
+        qkv = self.qkv(x).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        return self.out(_merge_heads(y))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from queries ``x (N, T, D)`` to a context ``ctx (N, S, D)``."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        """``x (N, T, D)``, ``ctx (N, S, D)`` -> ``(N, T, D)``."""
+        n, s, d = ctx.shape
+        q = _split_heads(self.q(x), self.heads)
+        kv = self.kv(ctx).view(n, s, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, kv[0], kv[1])
+        return self.out(_merge_heads(y))

@@ -1,0 +1,255 @@
+"""Band layout, band-split encoder and band-merge mask decoder.
+
+The spectrum is cut into K overlapping sub-bands (fine at low frequencies, coarse at high
+ones). Every band has its own LayerNorm and projection, but all bands are processed at once:
+bins are gathered into a padded ``(K, Wmax)`` layout and the per-band weights are applied
+with one batched matmul (``bmm`` over the band axis), so there is no Python loop over bands
+in ``forward``.
+
+Per-band parameters are *stored* flat (one row per real band coefficient, no padding) and
+scattered into the padded layout on each call: the parameter count is the true one and no
+dead padded weights reach the optimiser.
+
+Feature layout used throughout the models: ``(K, B, T, D)`` — bands first, so folding the
+bands into the batch (``(K*B, T, D)``) and the across-band sequence (``(K, B*T, D)``) are
+both free views.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from hifi_tse.config import BandSplitConfig
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def band_layout(
+    sample_rate: int, n_fft: int, band_split_cfg: BandSplitConfig
+) -> list[tuple[int, int]]:
+    """Sub-band bin ranges ``[(start_bin, end_bin), ...]`` (end exclusive), low to high.
+
+    Each region ``(upper_hz, width_bins)`` of ``band_split_cfg.regions`` covers the bins from
+    the previous region's edge up to ``round(upper_hz * n_fft / sample_rate)``; it is split
+    into ``round(span / width_bins)`` (at least 1) near-equal bands. The last region (or the
+    first whose edge reaches Nyquist) always runs to the Nyquist bin, so every bin
+    ``0 .. n_fft / 2`` is covered. Each band is then extended upwards by ``overlap_bins``
+    (clipped at Nyquist), so neighbours share that many bins.
+
+    Args:
+        sample_rate: Hz.
+        n_fft: FFT size, samples.
+        band_split_cfg: region spec and overlap.
+
+    Returns:
+        K ``(start_bin, end_bin)`` pairs with ``0 <= start < end <= n_fft // 2 + 1``.
+    """
+    num_bins = n_fft // 2 + 1
+    nyquist = sample_rate / 2.0
+    regions = band_split_cfg.regions
+    cores: list[tuple[int, int]] = []
+    start = 0
+    for i, region in enumerate(regions):
+        last = i == len(regions) - 1 or region.upper_hz >= nyquist
+        edge = (
+            num_bins
+            if last
+            else min(num_bins, _round_half_up(region.upper_hz * n_fft / sample_rate))
+        )
+        span = edge - start
+        if span > 0:
+            count = max(1, _round_half_up(span / region.width_bins))
+            bounds = [start + _round_half_up(j * span / count) for j in range(count + 1)]
+            cores.extend(zip(bounds[:-1], bounds[1:], strict=True))
+            start = edge
+        if last:
+            break
+    overlap = band_split_cfg.overlap_bins
+    return [(s, min(e + overlap, num_bins)) for s, e in cores]
+
+
+class _PaddedBands(nn.Module):
+    """Index buffers for the padded ``(K, Wmax)`` band layout shared by encoder and decoder."""
+
+    def __init__(self, layout: list[tuple[int, int]], num_bins: int) -> None:
+        super().__init__()
+        widths = [e - s for s, e in layout]
+        self.num_bands = len(layout)
+        self.max_width = max(widths)
+        self.num_bins = num_bins
+        w_idx = torch.arange(self.max_width)[None, :]
+        starts = torch.tensor([s for s, _ in layout])[:, None]
+        valid = w_idx < torch.tensor(widths)[:, None]  # (K, Wmax)
+        bins = torch.where(valid, starts + w_idx, torch.zeros_like(w_idx))
+        # Coefficient layout inside a band: (Wmax, 2) = bin-major, (real, imag) minor.
+        coef_valid = valid[:, :, None].expand(-1, -1, 2).reshape(self.num_bands, -1)  # (K, C)
+        self.coef_dim = 2 * self.max_width
+        self.register_buffer("gather_idx", bins.reshape(-1), persistent=False)  # (K*Wmax,)
+        # Decoder scatter target: padded entries go to a dummy bin (num_bins) that is dropped.
+        self.register_buffer(
+            "scatter_idx",
+            torch.where(valid, bins, torch.full_like(bins, num_bins)).reshape(-1),
+            persistent=False,
+        )
+        self.register_buffer("coef_mask", coef_valid.float()[:, None, :], persistent=False)
+        # Positions of the real (unpadded) coefficients in the flattened (K*C) layout.
+        self.register_buffer(
+            "coef_pos", torch.nonzero(coef_valid.reshape(-1)).squeeze(1), persistent=False
+        )
+        self.register_buffer(
+            "coef_count", coef_valid.sum(1).float()[:, None, None], persistent=False
+        )
+        counts = torch.zeros(num_bins + 1).index_add_(
+            0, self.scatter_idx, torch.ones(self.scatter_idx.numel())
+        )[:num_bins]
+        self.register_buffer("inv_bin_count", 1.0 / counts, persistent=False)  # (F,)
+        # fan-in of each real coefficient row's band, for per-band default init.
+        fan = torch.tensor([2 * w for w in widths], dtype=torch.float32)
+        self.register_buffer(
+            "coef_fan_in",
+            fan[:, None].expand(-1, self.coef_dim).reshape(-1)[self.coef_pos],
+            persistent=False,
+        )
+        self.num_coefs = int(coef_valid.sum())
+
+    def pad_rows(self, flat: torch.Tensor) -> torch.Tensor:
+        """``(num_coefs, N)`` flat per-coefficient rows -> ``(K, C, N)`` zero-padded."""
+        full = flat.new_zeros(self.num_bands * self.coef_dim, flat.shape[1])
+        return full.index_copy(0, self.coef_pos, flat).view(self.num_bands, self.coef_dim, -1)
+
+
+class BandSplitEncoder(nn.Module):
+    """Per-band LayerNorm + Linear over each band's real and imaginary parts.
+
+    Args:
+        layout: band ranges from :func:`band_layout`.
+        num_bins: STFT bins F.
+        feature_dim: D, per-band feature width.
+        eps: LayerNorm variance floor.
+    """
+
+    def __init__(
+        self, layout: list[tuple[int, int]], num_bins: int, feature_dim: int, eps: float
+    ) -> None:
+        super().__init__()
+        self.bands = _PaddedBands(layout, num_bins)
+        self.feature_dim = feature_dim
+        self.eps = eps
+        nc = self.bands.num_coefs
+        self.norm_weight = nn.Parameter(torch.ones(nc))
+        self.norm_bias = nn.Parameter(torch.zeros(nc))
+        # nn.Linear's default init, with each band's own fan-in.
+        bound = self.bands.coef_fan_in.rsqrt()
+        self.weight = nn.Parameter((torch.rand(nc, feature_dim) * 2 - 1) * bound[:, None])
+        band_bound = torch.tensor([1.0 / math.sqrt(2 * (e - s)) for s, e in layout])
+        self.bias = nn.Parameter(
+            (torch.rand(len(layout), feature_dim) * 2 - 1) * band_bound[:, None]
+        )
+
+    @property
+    def num_bands(self) -> int:
+        return self.bands.num_bands
+
+    def padded_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """LayerNorm gain ``(K, 1, C)``, bias ``(K, 1, C)`` and projection ``(K, C, D)``."""
+        b = self.bands
+        gain = b.pad_rows(self.norm_weight[:, None]).view(b.num_bands, 1, b.coef_dim)
+        shift = b.pad_rows(self.norm_bias[:, None]).view(b.num_bands, 1, b.coef_dim)
+        return gain, shift, b.pad_rows(self.weight)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        """``spec (B, F, T) complex`` -> features ``(K, B, T, D)``."""
+        return self.forward_real(torch.view_as_real(spec))
+
+    def forward_real(self, spec: torch.Tensor) -> torch.Tensor:
+        """``spec (B, F, T, 2)`` (real, imag last) -> features ``(K, B, T, D)``.
+
+        The real-valued entry point (no complex dtype), also usable by exporters.
+        """
+        b = self.bands
+        batch, _, frames, _ = spec.shape
+        x = spec.index_select(1, b.gather_idx)  # (B, K*Wmax, T, 2)
+        x = x.view(batch, b.num_bands, b.max_width, frames, 2).permute(1, 0, 3, 2, 4)
+        x = x.reshape(b.num_bands, batch * frames, b.coef_dim)  # (K, N, C)
+        # Masked LayerNorm over each band's 2*W real coefficients.
+        mask = b.coef_mask
+        mean = (x * mask).sum(-1, keepdim=True) / b.coef_count
+        xc = (x - mean) * mask
+        var = xc.square().sum(-1, keepdim=True) / b.coef_count
+        gain, shift, weight = self.padded_weights()
+        x = (xc * torch.rsqrt(var + self.eps)) * gain + shift * mask
+        out = torch.baddbmm(self.bias[:, None, :], x, weight)  # (K, N, D)
+        return out.view(b.num_bands, batch, frames, self.feature_dim)
+
+
+class BandMergeDecoder(nn.Module):
+    """Per-band MLP emitting a complex ratio mask; overlapping bins are averaged.
+
+    The last layer is zero-initialised with bias ``1 + 0j`` on every real coefficient, so the
+    mask starts as an exact pass-through.
+
+    Args:
+        layout: band ranges from :func:`band_layout`.
+        num_bins: STFT bins F.
+        feature_dim: D.
+        hidden: per-band hidden width.
+        eps: LayerNorm variance floor.
+        mask_limit: cap on ``|mask|`` (0 = uncapped); masks below the cap are unchanged.
+    """
+
+    def __init__(
+        self,
+        layout: list[tuple[int, int]],
+        num_bins: int,
+        feature_dim: int,
+        hidden: int,
+        eps: float,
+        mask_limit: float,
+    ) -> None:
+        super().__init__()
+        self.bands = _PaddedBands(layout, num_bins)
+        k = self.bands.num_bands
+        self.eps = eps
+        self.mask_limit = mask_limit
+        self.norm_weight = nn.Parameter(torch.ones(k, 1, feature_dim))
+        self.norm_bias = nn.Parameter(torch.zeros(k, 1, feature_dim))
+        bound = 1.0 / math.sqrt(feature_dim)
+        self.hidden_weight = nn.Parameter((torch.rand(k, feature_dim, hidden) * 2 - 1) * bound)
+        self.hidden_bias = nn.Parameter((torch.rand(k, 1, hidden) * 2 - 1) * bound)
+        self.out_weight = nn.Parameter(torch.zeros(self.bands.num_coefs, hidden))
+        # (real, imag) interleaved per bin: bias 1 on real parts, 0 on imaginary parts.
+        real_part = (torch.arange(self.bands.num_coefs) % 2 == 0).float()
+        self.out_bias = nn.Parameter(real_part)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features ``(K, B, T, D)`` -> complex mask ``(B, F, T)`` (complex64)."""
+        b = self.bands
+        m = self.band_masks(x)  # (B, K*Wmax, T, 2)
+        full = m.new_zeros(m.shape[0], b.num_bins + 1, m.shape[2], 2)
+        full = full.index_add_(1, b.scatter_idx, m)  # overlap-add into bins (+ dummy bin)
+        full = full[:, : b.num_bins] * b.inv_bin_count[None, :, None, None]
+        mask = torch.view_as_complex(full)  # (B, F, T)
+        if self.mask_limit > 0:
+            mag = mask.abs()
+            mask = mask * torch.clamp(self.mask_limit / mag.clamp_min(self.eps), max=1.0)
+        return mask
+
+    def band_masks(self, x: torch.Tensor) -> torch.Tensor:
+        """Features ``(K, B, T, D)`` -> per-band masks ``(B, K*Wmax, T, 2)`` float32 (real,
+        imag last) before the overlap-add; padded entries map to ``bands.scatter_idx == F``."""
+        b = self.bands
+        k, batch, frames, dim = x.shape
+        h = nn.functional.layer_norm(x.reshape(k, batch * frames, dim), (dim,), eps=self.eps)
+        h = h * self.norm_weight + self.norm_bias
+        h = torch.tanh(torch.baddbmm(self.hidden_bias, h, self.hidden_weight))  # (K, N, H)
+        weight = b.pad_rows(self.out_weight).transpose(1, 2)  # (K, H, C)
+        bias = b.pad_rows(self.out_bias[:, None]).view(k, 1, b.coef_dim)
+        m = torch.baddbmm(bias, h, weight).float()  # (K, N, C)
+        # (K, B, T, Wmax, 2) -> (B, K*Wmax, T, 2), then overlap-add into bins.
+        m = m.view(k, batch, frames, b.max_width, 2).permute(1, 0, 3, 2, 4)
+        return m.reshape(batch, k * b.max_width, frames, 2)

@@ -1,0 +1,91 @@
+"""The HiFi-TSE generator: mixture + enrollment -> target waveform.
+
+    mix (B, L) ─STFT─▶ (B, F, T) ─band-split─▶ (K, B, T, D) ─USEF(ref)─▶ FiLM(ref)
+        ─▶ GridNet blocks (re-injection of ref before the listed blocks)
+        ─▶ band-merge decoder: complex mask (B, F, T) ─× mixture spectrum─▶ iSTFT ─▶ (B, L)
+    ref (B, L_ref) ─STFT─▶ the same band-split encoder ─▶ (K, B, S, D)
+
+The mask starts as 1 + 0j and FiLM as the identity, so an untrained generator returns the
+mixture: training starts from pass-through rather than from silence.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hifi_tse.audio.stft import Stft
+from hifi_tse.config import Config
+from hifi_tse.models.band_split import BandMergeDecoder, BandSplitEncoder, band_layout
+from hifi_tse.models.conditioning import FiLM, ReferenceAttention, drop_reference
+from hifi_tse.models.gridnet import GridNet
+
+
+class Generator(nn.Module):
+    """Target speaker extractor ``forward(mix (B, L), ref (B, L_ref)) -> (B, L)`` float32.
+
+    ``L`` and ``L_ref`` are arbitrary (they need not match nor be hop multiples).
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        m = cfg.model
+        self.stft = Stft(cfg.stft)
+        self.layout = band_layout(cfg.audio.sample_rate, cfg.stft.n_fft, cfg.band_split)
+        num_bins = self.stft.num_bins
+        self.encoder = BandSplitEncoder(self.layout, num_bins, m.feature_dim, m.norm_eps)
+        self.usef = (
+            ReferenceAttention(m.feature_dim, m.num_heads, m.norm_eps) if m.use_usef else None
+        )
+        self.film = FiLM(m.feature_dim) if m.use_film else None
+        self.backbone = GridNet(
+            m.feature_dim,
+            m.lstm_hidden,
+            m.num_heads,
+            m.num_blocks,
+            m.reinject_blocks,
+            m.norm_eps,
+            m.grad_checkpoint,
+        )
+        self.decoder = BandMergeDecoder(
+            self.layout, num_bins, m.feature_dim, m.decoder_hidden, m.norm_eps, m.mask_limit
+        )
+        self.ref_dropout_prob = m.ref_dropout_prob
+
+    @property
+    def num_bands(self) -> int:
+        return len(self.layout)
+
+    def encode_reference(self, ref: torch.Tensor) -> torch.Tensor:
+        """``ref (B, L_ref)`` -> reference features ``(K, B, S, D)`` (before dropout)."""
+        return self.encoder(self._stft(ref))
+
+    def _stft(self, wav: torch.Tensor) -> torch.Tensor:
+        # The STFT and the mask product stay in float32 even under bf16 autocast.
+        with torch.autocast(device_type=wav.device.type, enabled=False):
+            return self.stft(wav.float())
+
+    def forward(self, mix: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """``mix (B, L)``, ``ref (B, L_ref)`` float -> estimate ``(B, L)`` float32."""
+        if mix.dim() != 2 or ref.dim() != 2 or mix.shape[0] != ref.shape[0]:
+            raise ValueError(
+                f"Generator expects mix (B, L) and ref (B, L_ref) with the same B, got "
+                f"{tuple(mix.shape)} and {tuple(ref.shape)}"
+            )
+        length = mix.shape[-1]
+        spec = self._stft(mix)  # (B, F, T) complex64
+        x = self.encoder(spec)  # (K, B, T, D)
+        r = drop_reference(self.encode_reference(ref), self.ref_dropout_prob, self.training)
+        if self.usef is not None:
+            x = self.usef(x, r)
+        if self.film is not None:
+            x = self.film(x, r)
+        x = self.backbone(x, r)
+        mask = self.decoder(x)  # (B, F, T) complex64
+        with torch.autocast(device_type=mix.device.type, enabled=False):
+            return self.stft.inverse(spec * mask, length)
+
+
+def build_generator(cfg: Config) -> Generator:
+    """The generator described by ``cfg`` (architecture from ``cfg.model`` / stft / bands)."""
+    return Generator(cfg)

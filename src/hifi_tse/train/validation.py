@@ -1,0 +1,220 @@
+"""Validation on a fixed example set, best-model selection and early stopping.
+
+Invariants from the seed (over-suppression post-mortem):
+
+* the set is the same every time (``FixedExampleSet``: item i depends on (val_seed, i) only),
+  and validation leaves every training RNG stream exactly as it found it;
+* the scene-aware loss is computed by the same :class:`Objective` as training (phase 2), so the
+  TA weight is ``loss_weights.ta_weight`` and nothing else;
+* the best model is the one with the highest **TP SI-SDR** — never the composite loss, which a
+  suppressing model can lower.
+
+Under DDP each rank scores a strided shard of the set and sums of per-example statistics are
+all-reduced, so every rank ends with the same metrics.
+"""
+
+# The legacy global NumPy RNG is a training stream like Python's and torch's (third-party
+# code draws from it), so it is seeded, saved and restored on purpose here.
+# ruff: noqa: NPY002
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hifi_tse.config import Config
+from hifi_tse.schedules import PHASE_TP_TA
+from hifi_tse.train.checkpoint import TrainState, capture_rng_state, restore_rng_state
+from hifi_tse.train.distributed import all_reduce_sum
+
+
+@contextlib.contextmanager
+def preserved_rng(seed: int) -> Iterator[None]:
+    """Run the body with Python/NumPy/torch RNGs seeded to ``seed``, then restore them."""
+    saved = capture_rng_state()
+    try:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        yield
+    finally:
+        restore_rng_state(saved)
+
+
+@dataclass
+class _Moments:
+    """Running sums of x, x^2 (and y, y^2, xy for a ratio of means) over examples."""
+
+    n: float = 0.0
+    sx: float = 0.0
+    sxx: float = 0.0
+    sy: float = 0.0
+    syy: float = 0.0
+    sxy: float = 0.0
+
+    def add(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        x = x.detach().double()
+        self.n += float(x.numel())
+        self.sx += float(x.sum())
+        self.sxx += float((x * x).sum())
+        if y is not None:
+            y = y.detach().double()
+            self.sy += float(y.sum())
+            self.syy += float((y * y).sum())
+            self.sxy += float((x * y).sum())
+
+    def vector(self) -> list[float]:
+        return [self.n, self.sx, self.sxx, self.sy, self.syy, self.sxy]
+
+    @classmethod
+    def from_vector(cls, v: list[float]) -> _Moments:
+        return cls(*v)
+
+    def mean_se(self) -> tuple[float, float]:
+        """Mean of x and its standard error (NaN when undefined)."""
+        if self.n < 1:
+            return math.nan, math.nan
+        mean = self.sx / self.n
+        if self.n < 2:
+            return mean, math.nan
+        var = max(self.sxx - self.n * mean * mean, 0.0) / (self.n - 1)
+        return mean, math.sqrt(var / self.n)
+
+    def ratio_se(self) -> tuple[float, float]:
+        """mean(x) / mean(y) and its delta-method standard error."""
+        if self.n < 1 or self.sy <= 0:
+            return math.nan, math.nan
+        mx, my = self.sx / self.n, self.sy / self.n
+        ratio = mx / my
+        if self.n < 2:
+            return ratio, math.nan
+        vx = max(self.sxx - self.n * mx * mx, 0.0) / (self.n - 1)
+        vy = max(self.syy - self.n * my * my, 0.0) / (self.n - 1)
+        cxy = (self.sxy - self.n * mx * my) / (self.n - 1)
+        rel = vx / mx**2 + vy / my**2 - 2 * cxy / (mx * my) if mx > 0 else math.nan
+        return ratio, math.sqrt(max(rel, 0.0) / self.n) * abs(ratio)
+
+
+@dataclass
+class ValidationResult:
+    metrics: dict[str, float]
+    audio: list[dict[str, np.ndarray]] = field(default_factory=list)
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    """``(B, L) -> (B,)`` root mean square."""
+    return x.pow(2).mean(dim=-1).sqrt()
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module,
+    batches: Iterable[dict[str, Any]],
+    objective: nn.Module,
+    cfg: Config,
+    device: torch.device,
+    autocast: bool,
+    audio_examples: int,
+) -> ValidationResult:
+    """Score ``model`` (the EMA generator) on this rank's shard; metrics reduced over ranks.
+
+    Metrics (each with ``<name>_se``, its standard error): ``loss`` (phase-2 objective,
+    per-batch), ``tp_si_sdr`` / ``tp_si_sdri`` (dB, TP examples), ``rms_ratio`` (mean TP output
+    RMS / mean TP target RMS), ``ta_energy_db`` (dB, TA examples); plus ``loss_<term>`` means,
+    ``tp_count`` and ``ta_count``. ``audio`` holds the first ``audio_examples`` examples of the
+    shard as ``{"mix", "ref", "estimate"}`` ``(L,)`` float32 arrays.
+    """
+    from hifi_tse.losses.separation import si_sdr
+
+    eps = cfg.loss_weights.eps
+    was_training = model.training
+    model.eval()
+    loss_m, sdr_m, sdri_m, rms_m, ta_m = (_Moments() for _ in range(5))
+    # Fixed list (depends on config only) so every rank reduces the same vector.
+    names = ["sep", "phase", "amp", "ta_energy"]
+    if cfg.loss_weights.lambda_mrstft > 0:
+        names.append("mrstft")
+    term_sums = dict.fromkeys(names, 0.0)
+    audio: list[dict[str, np.ndarray]] = []
+    for batch in batches:
+        mix = batch["mix"].to(device)
+        ref = batch["ref"].to(device)
+        target = batch["target"].to(device)
+        present = batch["target_present"].to(device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
+            est = model(mix, ref)
+        est = est.float()
+        total, terms = objective(est, target, present, PHASE_TP_TA)
+        loss_m.add(total.reshape(1))
+        for name in names:
+            term_sums[name] += float(terms[name])
+        if present.any():
+            e, t, m = est[present], target[present], mix[present]
+            sdr = si_sdr(e, t, eps)
+            sdr_m.add(sdr)
+            sdri_m.add(sdr - si_sdr(m, t, eps))
+            rms_m.add(_rms(e), _rms(t))
+        if (~present).any():
+            ta_m.add(10.0 * torch.log10(est[~present].pow(2).mean(dim=-1) + eps))
+        for i in range(min(audio_examples - len(audio), mix.shape[0])):
+            audio.append(
+                {
+                    "mix": mix[i].float().cpu().numpy(),
+                    "ref": ref[i].float().cpu().numpy(),
+                    "estimate": est[i].cpu().numpy(),
+                }
+            )
+    model.train(was_training)
+
+    flat = loss_m.vector() + sdr_m.vector() + sdri_m.vector() + rms_m.vector() + ta_m.vector()
+    flat += [term_sums[k] for k in names]
+    reduced = all_reduce_sum(torch.tensor(flat, dtype=torch.float64, device=device)).tolist()
+    loss_m, sdr_m, sdri_m, rms_m, ta_m = (
+        _Moments.from_vector(reduced[6 * i : 6 * i + 6]) for i in range(5)
+    )
+    metrics: dict[str, float] = {}
+    for key, (mean, se) in {
+        "loss": loss_m.mean_se(),
+        "tp_si_sdr": sdr_m.mean_se(),
+        "tp_si_sdri": sdri_m.mean_se(),
+        "rms_ratio": rms_m.ratio_se(),
+        "ta_energy_db": ta_m.mean_se(),
+    }.items():
+        metrics[key], metrics[f"{key}_se"] = mean, se
+    n_batches = max(loss_m.n, 1.0)
+    for i, name in enumerate(names):
+        metrics[f"loss_{name}"] = reduced[30 + i] / n_batches
+    metrics["tp_count"] = sdr_m.n
+    metrics["ta_count"] = ta_m.n
+    return ValidationResult(metrics=metrics, audio=audio)
+
+
+def update_best(state: TrainState, metrics: dict[str, float], count_patience: bool) -> bool:
+    """Record a validation in ``state``; True when TP SI-SDR beats the best so far.
+
+    Only ``tp_si_sdr`` decides: a lower composite loss without a higher TP SI-SDR is not an
+    improvement. ``count_patience`` (phase 2 onwards) lets a non-improvement count towards
+    early stopping.
+    """
+    state.val_history.append({k: float(v) for k, v in metrics.items()})
+    score = metrics.get("tp_si_sdr", math.nan)
+    if math.isfinite(score) and score > state.best_si_sdr:
+        state.best_si_sdr = float(score)
+        state.best_step = int(metrics.get("step", state.step))
+        state.patience_count = 0
+        return True
+    if count_patience:
+        state.patience_count += 1
+    return False
+
+
+def should_stop_early(state: TrainState, patience: int) -> bool:
+    return state.patience_count >= patience

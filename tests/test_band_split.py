@@ -1,0 +1,138 @@
+"""Band layout coverage, STFT round trip, and the vectorised band encoder / decoder against
+slow per-band reference loops."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hifi_tse.audio.stft import Stft
+from hifi_tse.config import BandRegion, BandSplitConfig, StftConfig, load_config
+from hifi_tse.models.band_split import BandMergeDecoder, BandSplitEncoder, band_layout
+
+# One torch thread (conftest): tiny tensors gain nothing from threads on a shared CPU.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _check_layout(layout, n_fft, overlap):
+    num_bins = n_fft // 2 + 1
+    covered = torch.zeros(num_bins, dtype=torch.int64)
+    for s, e in layout:
+        assert 0 <= s < e <= num_bins
+        covered[s:e] += 1
+    assert bool((covered >= 1).all()), "some bin is in no band"
+    assert layout[0][0] == 0 and layout[-1][1] == num_bins
+    starts = [s for s, _ in layout]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    for (_, e0), (s1, _) in zip(layout[:-1], layout[1:], strict=True):
+        assert e0 - s1 == overlap, "neighbours must share exactly overlap_bins bins"
+
+
+@pytest.mark.parametrize("name", ["hifi_tse.yaml", "tiny.yaml"])
+def test_band_layout_covers_every_bin(name):
+    cfg = load_config(CONFIGS / name)
+    layout = band_layout(cfg.audio.sample_rate, cfg.stft.n_fft, cfg.band_split)
+    _check_layout(layout, cfg.stft.n_fft, cfg.band_split.overlap_bins)
+
+
+def test_full_layout_has_about_53_bands_fine_to_coarse():
+    cfg = load_config(CONFIGS / "hifi_tse.yaml")
+    layout = band_layout(48000, 2048, cfg.band_split)
+    assert len(layout) == 53
+    # Schema defaults describe the same system.
+    assert band_layout(48000, 2048, BandSplitConfig()) == layout
+    widths = [e - s for s, e in layout]
+    assert max(widths[:10]) <= 6 and min(widths[-10:]) >= 30  # fine low, coarse high
+
+
+def test_layout_extends_last_region_to_nyquist_and_handles_zero_overlap():
+    cfg = BandSplitConfig(regions=[BandRegion(upper_hz=500.0, width_bins=3)], overlap_bins=0)
+    layout = band_layout(16000, 512, cfg)
+    _check_layout(layout, 512, 0)
+    # A region whose edge is past Nyquist ends the layout there.
+    cfg = BandSplitConfig(
+        regions=[BandRegion(upper_hz=30000.0, width_bins=20), BandRegion(40000.0, 5)],
+        overlap_bins=2,
+    )
+    layout = band_layout(16000, 256, cfg)
+    _check_layout(layout, 256, 2)
+    assert len(layout) == round(129 / 20)
+
+
+@pytest.mark.parametrize("length", [1, 37, 16001, 16384])
+def test_stft_round_trip_any_length(length):
+    stft = Stft(StftConfig(n_fft=256, win_length=200, hop_length=100))
+    wav = torch.randn(2, length)
+    spec = stft(wav)
+    assert spec.shape == (2, 129, stft.num_frames(length)) and spec.is_complex()
+    back = stft.inverse(spec, length)
+    assert back.shape == (2, length)
+    assert torch.allclose(back, wav, atol=1e-5)
+
+
+def _layout_tiny():
+    cfg = load_config(CONFIGS / "tiny.yaml")
+    return band_layout(cfg.audio.sample_rate, cfg.stft.n_fft, cfg.band_split), 129
+
+
+def test_encoder_matches_per_band_loop():
+    torch.manual_seed(0)
+    layout, num_bins = _layout_tiny()
+    enc = BandSplitEncoder(layout, num_bins, feature_dim=16, eps=1e-5)
+    with torch.no_grad():  # non-trivial norm affine so the check covers it
+        enc.norm_weight.uniform_(0.5, 1.5)
+        enc.norm_bias.normal_()
+    spec = torch.randn(2, num_bins, 7, dtype=torch.complex64)
+    fast = enc(spec)  # (K, B, T, D)
+
+    gain, shift, weight = enc.padded_weights()
+    for k, (s, e) in enumerate(layout):
+        w = e - s
+        band = torch.view_as_real(spec[:, s:e]).permute(0, 2, 1, 3).reshape(2, 7, 2 * w)
+        normed = F.layer_norm(band, (2 * w,), gain[k, 0, : 2 * w], shift[k, 0, : 2 * w], 1e-5)
+        slow = normed @ weight[k, : 2 * w] + enc.bias[k]
+        torch.testing.assert_close(fast[k], slow, atol=1e-5, rtol=1e-5)
+    assert enc.weight.numel() == sum(2 * (e - s) for s, e in layout) * 16  # no dead padding
+
+
+def test_decoder_starts_at_unit_mask_and_matches_per_band_loop():
+    torch.manual_seed(1)
+    layout, num_bins = _layout_tiny()
+    dec = BandMergeDecoder(layout, num_bins, feature_dim=8, hidden=12, eps=1e-5, mask_limit=0.0)
+    x = torch.randn(len(layout), 2, 5, 8)
+    mask = dec(x)
+    assert mask.shape == (2, num_bins, 5)
+    torch.testing.assert_close(mask, torch.ones_like(mask), atol=0, rtol=0)
+
+    with torch.no_grad():
+        dec.out_weight.normal_()
+        dec.out_bias.normal_()
+    fast = dec(x)
+    acc = torch.zeros(2, num_bins, 5, dtype=torch.complex64)
+    count = torch.zeros(num_bins)
+    b = dec.bands
+    out_w = b.pad_rows(dec.out_weight)  # (K, C, H)
+    out_b = b.pad_rows(dec.out_bias[:, None])[..., 0]  # (K, C)
+    for k, (s, e) in enumerate(layout):
+        w = e - s
+        h = F.layer_norm(x[k], (8,), eps=1e-5) * dec.norm_weight[k] + dec.norm_bias[k]
+        h = torch.tanh(h @ dec.hidden_weight[k] + dec.hidden_bias[k])
+        m = h @ out_w[k, : 2 * w].T + out_b[k, : 2 * w]  # (B, T, 2W)
+        m = torch.view_as_complex(m.view(2, 5, w, 2).contiguous()).transpose(1, 2)
+        acc[:, s:e] += m
+        count[s:e] += 1
+    torch.testing.assert_close(fast, acc / count[None, :, None], atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_mask_limit_caps_magnitude_only_above_limit():
+    torch.manual_seed(2)
+    layout, num_bins = _layout_tiny()
+    dec = BandMergeDecoder(layout, num_bins, feature_dim=8, hidden=12, eps=1e-5, mask_limit=2.0)
+    x = torch.randn(len(layout), 1, 4, 8)
+    torch.testing.assert_close(dec(x), torch.ones(1, num_bins, 4, dtype=torch.complex64))
+    with torch.no_grad():
+        dec.out_bias.mul_(10.0)  # |mask| = 10 before the cap
+    assert torch.allclose(dec(x).abs(), torch.full((1, num_bins, 4), 2.0))
