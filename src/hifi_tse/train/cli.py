@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from hifi_tse.config import load_config
 from hifi_tse.errors import UserError
 
@@ -55,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-tensorboard", action="store_true", help="skip TensorBoard event files"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op CPU threads per process (default: torch's); on a busy or small CPU, "
+        "1 thread plus data.num_workers worker processes avoids thread oversubscription",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
         stream=sys.stdout,
         force=True,
     )
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads: expected a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.overrides)
     opts = TrainOptions(
         cfg=cfg,

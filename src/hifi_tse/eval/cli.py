@@ -1,0 +1,139 @@
+"""``hifi-tse evaluate``: score a checkpoint and write metrics.json, per_example.csv,
+report.md and figures.
+
+    hifi-tse evaluate --checkpoint ckpt.pt --data packs --split test --examples 400 \\
+        --seed 0 --out eval/ [--wrong-reference] [--partial-presence]
+    hifi-tse evaluate --checkpoint ckpt.pt --list pairs.csv --out eval/
+
+``--list``: CSV rows ``mix, ref, target`` (target empty = target absent; several
+references in one cell separated by ``;``; relative paths relative to the CSV).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hifi_tse.errors import UserError
+from hifi_tse.infer.separate import ChunkPlan
+from hifi_tse.infer.separate_cli import BATCH_CHUNKS, CHUNK_SECONDS, OVERLAP_SECONDS
+
+# Defaults of the CLI flags (evaluation protocol, not model configuration).
+EXAMPLES = 200
+BATCH_SIZE = 4
+SNR_EDGES = "0,5,10"  # dB: bins < 0, 0-5, 5-10, >= 10
+PARTIAL_WINDOW = (0.25, 0.6875)  # 2.0-5.5 s of an 8 s mixture, as fractions
+PARTIAL_RAMP_SECONDS = 0.02
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, required=True, help="hifi-tse checkpoint (.pt)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, help="packs dir from `hifi-tse prepare`")
+    src.add_argument("--list", type=Path, help="CSV of mix, ref, target (target may be empty)")
+    p.add_argument("--split", default="test", help="split of --data (held-out speakers)")
+    p.add_argument("--examples", type=int, default=EXAMPLES, help="fixed-set size (--data)")
+    p.add_argument("--seed", type=int, default=0, help="fixed-set seed (--data)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="examples per forward")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads")
+    p.add_argument("--raw-weights", action="store_true", help="score 'model', not EMA")
+    p.add_argument("--no-perceptual", action="store_true", help="skip PESQ and STOI")
+    p.add_argument("--snr-bins", default=SNR_EDGES, help="ascending SNR bin edges, dB (csv)")
+    p.add_argument(
+        "--wrong-reference",
+        action="store_true",
+        help="also score every TP example with another speaker's enrollment",
+    )
+    p.add_argument(
+        "--partial-presence",
+        action="store_true",
+        help="score mixtures where the target talks only inside a window",
+    )
+    p.add_argument(
+        "--partial-seconds", type=float, default=None, help="length (default 2 segments), s"
+    )
+    p.add_argument("--partial-examples", type=int, default=None, help="default examples/4")
+    p.add_argument(
+        "--partial-window",
+        type=float,
+        nargs=2,
+        default=list(PARTIAL_WINDOW),
+        metavar=("START", "STOP"),
+        help="target-active window as fractions of the length",
+    )
+    p.add_argument("--partial-ramp-seconds", type=float, default=PARTIAL_RAMP_SECONDS)
+    p.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS, help="long files, s")
+    p.add_argument("--overlap-seconds", type=float, default=OVERLAP_SECONDS)
+
+
+def _edges(text: str) -> tuple[float, ...]:
+    try:
+        edges = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"--snr-bins: expected comma-separated numbers, got {text!r}") from None
+    if not edges or list(edges) != sorted(edges):
+        raise UserError(f"--snr-bins: expected ascending edges, got {text!r}")
+    return edges
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from hifi_tse.eval.evaluate import EvalOptions, evaluate_checkpoint
+    from hifi_tse.infer.loading import read_checkpoint, resolve_device
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.examples < 1 or args.batch_size < 1:
+        raise UserError("--examples and --batch-size: expected >= 1")
+    lo, hi = args.partial_window
+    if not 0.0 <= lo < hi <= 1.0:
+        raise UserError(f"--partial-window: expected 0 <= START < STOP <= 1, got {lo} {hi}")
+    device = resolve_device(args.device)
+    ckpt = read_checkpoint(args.checkpoint)  # fail fast with a one-line error
+    from hifi_tse.config import ConfigError, config_from_dict
+
+    try:
+        cfg = config_from_dict(ckpt["config"])
+    except ConfigError as exc:
+        raise UserError(f"{args.checkpoint}: checkpoint config is invalid ({exc})") from None
+    opts = EvalOptions(
+        batch_size=args.batch_size,
+        perceptual=not args.no_perceptual,
+        wrong_reference=args.wrong_reference,
+        snr_edges=_edges(args.snr_bins),
+        chunk=ChunkPlan.from_seconds(
+            cfg.audio.sample_rate,
+            args.chunk_seconds,
+            args.overlap_seconds,
+            BATCH_CHUNKS,
+            align=cfg.stft.hop_length,
+        ),
+        partial_window=(lo, hi),
+        partial_ramp_seconds=args.partial_ramp_seconds,
+        device=str(device),
+    )
+    metrics = evaluate_checkpoint(
+        args.checkpoint,
+        args.out,
+        opts,
+        data=args.data,
+        list_path=args.list,
+        split=args.split,
+        examples=args.examples,
+        seed=args.seed,
+        partial_presence=args.partial_presence,
+        partial_seconds=args.partial_seconds,
+        partial_examples=args.partial_examples,
+        use_ema=not args.raw_weights,
+    )
+    tp, ta = metrics["tp"], metrics["ta"]
+    line = f"TP n={tp['count']}"
+    if tp["si_sdri"]["mean"] is not None:
+        line += f" SI-SDRi {tp['si_sdri']['mean']:.2f} dB"
+    if ta["count"] and ta["suppression_db"]["mean"] is not None:
+        line += f"; TA n={ta['count']} suppression {ta['suppression_db']['mean']:.2f} dB"
+    print(f"{line}; report: {args.out / 'report.md'}")
+    return 0

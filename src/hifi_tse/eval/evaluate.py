@@ -1,0 +1,429 @@
+"""Score a generator on a fixed test set or on a list of pre-mixed files.
+
+Python API (the demo calls these)::
+
+    metrics = evaluate_checkpoint("runs/x/checkpoint_best.pt", out_dir=Path("eval"),
+                                  data=Path("packs"), split="test", examples=200, seed=0)
+    metrics = evaluate_model(model, cfg, items, EvalOptions(...), out_dir=Path("eval"))
+
+``items`` are dataset items (dicts with ``mix (L,)``, ``ref (L_ref,)``, ``target (L,)``
+float32, ``target_present``, ``snr_db``, ``num_interferers``, ``index``, ``meta``) as
+produced by :class:`hifi_tse.data.datasets.FixedExampleSet` or :func:`load_list_items`.
+Outputs (metrics.json, per_example.csv, report.md, figures/, examples/) are described in
+:mod:`hifi_tse.eval.report`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hifi_tse.audio.io import load_audio
+from hifi_tse.config import Config
+from hifi_tse.errors import UserError
+from hifi_tse.eval.metrics import region_energy_db, score_example, si_sdr
+from hifi_tse.eval.report import snr_bin_label, write_report
+from hifi_tse.infer.loading import TorchChunkFn, load_generator, read_checkpoint
+from hifi_tse.infer.separate import ChunkPlan, read_csv_rows, separate_array
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to evaluate (values come from the CLI flags or the caller)."""
+
+    batch_size: int  # examples per forward pass
+    perceptual: bool  # compute PESQ-WB and STOI
+    wrong_reference: bool  # also score every TP example with another speaker's enrollment
+    snr_edges: tuple[float, ...]  # ascending SNR bin edges, dB
+    chunk: ChunkPlan  # used for mixtures longer than one chunk (list mode)
+    partial_window: tuple[float, float]  # target-active window, fractions of the length
+    partial_ramp_seconds: float  # raised-cosine on/off ramp of the windowed target, s
+    device: str = "cpu"
+    progress: bool = True
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def load_list_items(path: Path, sample_rate: int) -> list[dict[str, Any]]:
+    """Items from a CSV of ``mix, ref, target`` WAV paths (target empty = target absent).
+
+    Files are resampled to ``sample_rate`` and downmixed; a target must have the mixture's
+    length (at the model rate, ±1 sample of resampling rounding is trimmed/padded).
+    """
+    items = []
+    for i, row in enumerate(read_csv_rows(path, ["mix", "ref", "target"], required=2)):
+        mix = load_audio(row["mix"], sample_rate)
+        ref = np.concatenate([load_audio(p, sample_rate) for p in row["ref"].split(";")])
+        if not np.any(ref):
+            raise UserError(f"{row['ref']}: reference is all zeros (digital silence)")
+        present = bool(row["target"])
+        if present:
+            target = load_audio(row["target"], sample_rate)
+            if abs(target.size - mix.size) > 1:
+                raise UserError(
+                    f"{row['target']}: target has {target.size} samples at {sample_rate} Hz, "
+                    f"the mixture {mix.size}; expected equal lengths"
+                )
+            target = np.pad(target, (0, max(0, mix.size - target.size)))[: mix.size]
+        else:
+            target = np.zeros_like(mix)
+        items.append(
+            {
+                "mix": mix,
+                "ref": ref,
+                "target": target,
+                "target_present": present,
+                "snr_db": float("nan"),
+                "num_interferers": -1,
+                "index": i,
+                "meta": {"name": Path(row["mix"]).name, "ref_path": row["ref"]},
+            }
+        )
+    return items
+
+
+def _speakers(item: dict[str, Any]) -> set[str]:
+    meta = item.get("meta") or {}
+    spk = {meta.get("target_speaker")} | set(meta.get("interferer_speakers") or [])
+    return {s for s in spk if s}
+
+
+def wrong_reference_pairs(items: Sequence[dict[str, Any]]) -> dict[int, int]:
+    """For each TP position ``i``, the position ``j`` whose enrollment is another speaker's.
+
+    Preference: the next example (cyclically) whose target speaker talks nowhere in mixture
+    ``i``; else one whose target speaker is not ``i``'s target. Without speaker metadata
+    (list mode) the next example with a different reference file is used.
+    """
+    n = len(items)
+    pairs: dict[int, int] = {}
+    for i, it in enumerate(items):
+        if not it["target_present"]:
+            continue
+        meta_i = it.get("meta") or {}
+        own = meta_i.get("target_speaker")
+        in_mix = _speakers(it)
+        fallback = None
+        for step in range(1, n):
+            j = (i + step) % n
+            meta_j = items[j].get("meta") or {}
+            spk = meta_j.get("target_speaker")
+            if own is None:
+                if meta_j.get("ref_path") != meta_i.get("ref_path"):
+                    fallback = j
+                    break
+                continue
+            if spk is None or spk == own:
+                continue
+            if spk not in in_mix:
+                pairs[i] = j
+                break
+            if fallback is None:
+                fallback = j
+        if i not in pairs and fallback is not None:
+            pairs[i] = fallback
+    return pairs
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _forward(
+    model: torch.nn.Module,
+    mixes: list[np.ndarray],
+    refs: list[np.ndarray],
+    opts: EvalOptions,
+) -> list[np.ndarray]:
+    """Estimates for equal-length mixtures / enrollments (one batch), or chunked when long."""
+    device = torch.device(opts.device)
+    if len(mixes) == 1 and mixes[0].size > opts.chunk.chunk:
+        fn = TorchChunkFn(model, refs[0], device)
+        return [separate_array(mixes[0], fn, opts.chunk)]
+    with torch.inference_mode():
+        mix = torch.from_numpy(np.stack(mixes).astype(np.float32)).to(device)
+        ref = torch.from_numpy(np.stack(refs).astype(np.float32)).to(device)
+        return list(model(mix, ref).float().cpu().numpy())
+
+
+def _stream_batches(
+    items: Sequence[dict[str, Any]], positions: Sequence[int], size: int
+) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+    """Batches of ``(position, item)`` with equal mixture and enrollment lengths (≤ ``size``),
+    reading each item once, in order: a :class:`FixedExampleSet` is generated lazily, so
+    memory holds one batch, not the whole set."""
+    batch: list[tuple[int, dict[str, Any]]] = []
+    for i in positions:
+        it = items[i]
+        if batch and (
+            len(batch) == size
+            or it["mix"].size != batch[0][1]["mix"].size
+            or it["ref"].size != batch[0][1]["ref"].size
+        ):
+            yield batch
+            batch = []
+        batch.append((i, it))
+    if batch:
+        yield batch
+
+
+def _record(
+    position: int, item: dict[str, Any], scores: dict[str, Any], edges: Sequence[float]
+) -> dict:
+    meta = item.get("meta") or {}
+    snr = item.get("snr_db")
+    snr = float(snr) if snr is not None and math.isfinite(float(snr)) else None
+    n_int = int(item.get("num_interferers", -1))
+    return {
+        "position": position,
+        "index": int(item["index"]),
+        "name": meta.get("name") or f"example_{int(item['index']):05d}",
+        "target_present": bool(item["target_present"]),
+        "snr_db": snr,
+        "snr_bin": snr_bin_label(snr, edges),
+        "num_interferers": n_int if n_int >= 0 else "unknown",
+        "target_speaker": meta.get("target_speaker"),
+        **scores,
+    }
+
+
+def _window(length: int, start: int, stop: int, ramp: int) -> np.ndarray:
+    """``(length,)`` gain: 1 on ``[start, stop)``, 0 elsewhere, raised-cosine edges of
+    ``ramp`` samples inside the window (so the target has no clicks)."""
+    w = np.zeros(length, dtype=np.float32)
+    w[start:stop] = 1.0
+    ramp = min(ramp, (stop - start) // 2)
+    if ramp > 0:
+        r = (0.5 - 0.5 * np.cos(np.pi * (np.arange(ramp) + 0.5) / ramp)).astype(np.float32)
+        w[start : start + ramp] = r
+        w[stop - ramp : stop] = r[::-1]
+    return w
+
+
+def make_partial_items(
+    items: Sequence[dict[str, Any]], window: tuple[float, float], ramp_seconds: float, sr: int
+) -> list[dict[str, Any]]:
+    """Partial-presence mixtures from TP items: the target talks only inside ``window``.
+
+    ``mix' = (mix - target) + target * w`` with ``w`` the window gain: interferers and noise
+    are untouched, the target is silenced outside the window. Items get ``region``
+    ``(start, stop)`` samples.
+    """
+    out = []
+    for it in items:
+        if not it["target_present"]:
+            continue
+        length = it["mix"].size
+        start, stop = int(round(window[0] * length)), int(round(window[1] * length))
+        w = _window(length, start, stop, int(round(ramp_seconds * sr)))
+        target = it["target"] * w
+        mix = it["mix"] - it["target"] + target
+        out.append({**it, "mix": mix.astype(np.float32), "target": target, "region": (start, stop)})
+    return out
+
+
+def score_partial(est: np.ndarray, item: dict[str, Any], sr: int) -> dict[str, Any]:
+    """Output energy before / inside / after the target window, contrast and window SI-SDR."""
+    start, stop = item["region"]
+    length = est.size
+    ta = np.concatenate([est[:start], est[stop:]])
+    tp_db = region_energy_db(est, start, stop)
+    ta_db = region_energy_db(ta, 0, ta.size)
+    return {
+        "index": int(item["index"]),
+        "ta_before_db": region_energy_db(est, 0, start) if start > 0 else None,
+        "tp_db": tp_db,
+        "ta_after_db": region_energy_db(est, stop, length) if stop < length else None,
+        "contrast_db": tp_db - ta_db if ta.size else None,
+        "si_sdr_tp_region": si_sdr(est[start:stop], item["target"][start:stop]),
+        "window_seconds": [start / sr, stop / sr],
+        "length_seconds": length / sr,
+    }
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    cfg: Config,
+    items: Sequence[dict[str, Any]],
+    opts: EvalOptions,
+    out_dir: Path | None = None,
+    partial_items: Sequence[dict[str, Any]] = (),
+    info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score ``model`` on ``items``; write the report into ``out_dir`` (when given).
+
+    ``partial_items``: TP items to turn into partial-presence mixtures (empty = skip).
+    Returns the metrics dict (the content of metrics.json).
+    """
+    from tqdm import tqdm
+
+    if not items:
+        raise UserError("evaluation set is empty")
+    sr = cfg.audio.sample_rate
+    model = model.eval()
+    records: list[dict[str, Any]] = []
+    metas: list[dict[str, Any]] = []  # light copies for the wrong-reference pairing
+    quiet = None if opts.progress else True  # None: bar only on a terminal
+    with tqdm(total=len(items), desc="evaluate", unit="ex", disable=quiet) as bar:
+        for batch in _stream_batches(items, range(len(items)), opts.batch_size):
+            ests = _forward(
+                model, [it["mix"] for _, it in batch], [it["ref"] for _, it in batch], opts
+            )
+            for (i, it), est in zip(batch, ests):
+                scores = score_example(
+                    est, it["mix"], it["target"], it["target_present"], sr, opts.perceptual
+                )
+                records.append(_record(i, it, scores, opts.snr_edges))
+                metas.append({"target_present": it["target_present"], "meta": it.get("meta")})
+            bar.update(len(batch))
+
+    if opts.wrong_reference:
+        pairs = wrong_reference_pairs(metas)
+        swapped = _Swapped(items, pairs)
+        for batch in tqdm(
+            _stream_batches(swapped, sorted(pairs), opts.batch_size),
+            total=-(-len(pairs) // opts.batch_size),
+            desc="wrong reference",
+            unit="batch",
+            disable=quiet,
+        ):
+            ests = _forward(
+                model, [it["mix"] for _, it in batch], [it["ref"] for _, it in batch], opts
+            )
+            for (i, it), est in zip(batch, ests):
+                r = records[i]
+                r["si_sdr_wrong"] = si_sdr(est, it["target"])
+                r["si_sdri_wrong"] = r["si_sdr_wrong"] - r["si_sdr_mix"]
+                meta_j = metas[pairs[i]]["meta"] or {}
+                r["wrong_ref_speaker"] = meta_j.get("target_speaker") or meta_j.get("ref_path")
+
+    partial_records: list[dict[str, Any]] = []
+    if partial_items:
+        for batch in tqdm(
+            _stream_batches(partial_items, range(len(partial_items)), opts.batch_size),
+            desc="partial presence",
+            disable=quiet,
+        ):
+            pp = make_partial_items(
+                [it for _, it in batch], opts.partial_window, opts.partial_ramp_seconds, sr
+            )
+            if pp:
+                ests = _forward(model, [p["mix"] for p in pp], [p["ref"] for p in pp], opts)
+                partial_records += [score_partial(e, p, sr) for p, e in zip(pp, ests)]
+
+    info = dict(info or {})
+    info.setdefault("examples", len(items))
+    info.setdefault("sample_rate", sr)
+    if out_dir is None:
+        from hifi_tse.eval.report import build_metrics
+
+        return build_metrics(records, partial_records, info)
+    audio = _example_audio(model, items, records, opts)
+    return write_report(Path(out_dir), records, partial_records, info, audio, sr)
+
+
+class _Swapped:
+    """View of ``items`` where item ``i`` carries the enrollment of item ``pairs[i]``."""
+
+    def __init__(self, items: Sequence[dict[str, Any]], pairs: dict[int, int]) -> None:
+        self.items, self.pairs = items, pairs
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.items[i], "ref": self.items[self.pairs[i]]["ref"]}
+
+
+def _example_audio(
+    model: torch.nn.Module,
+    items: Sequence[dict[str, Any]],
+    records: list[dict[str, Any]],
+    opts: EvalOptions,
+) -> dict[str, dict[str, Any]]:
+    """Re-run the best, median and worst TP examples (by SI-SDRi) for figures and WAVs."""
+    tp = sorted(
+        (r for r in records if r["target_present"] and r["si_sdri"] is not None),
+        key=lambda r: r["si_sdri"],
+    )
+    if not tp:
+        return {}
+    chosen = {"best": tp[-1], "median": tp[len(tp) // 2], "worst": tp[0]}
+    out = {}
+    for which, rec in chosen.items():
+        it = items[rec["position"]]
+        (est,) = _forward(model, [it["mix"]], [it["ref"]], opts)
+        out[which] = {
+            "record": rec,
+            "mixture": it["mix"],
+            "reference": it["ref"],
+            "estimate": est,
+            "target": it["target"],
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- checkpoint entry
+
+
+def evaluate_checkpoint(
+    checkpoint: Path,
+    out_dir: Path | None,
+    opts: EvalOptions,
+    data: Path | None = None,
+    list_path: Path | None = None,
+    split: str = "test",
+    examples: int = 200,
+    seed: int = 0,
+    partial_presence: bool = False,
+    partial_seconds: float | None = None,
+    partial_examples: int | None = None,
+    use_ema: bool = True,
+) -> dict[str, Any]:
+    """Load ``checkpoint`` (architecture and EMA weights from the file) and evaluate it.
+
+    Exactly one of ``data`` (packs dir: a :class:`FixedExampleSet` of ``examples`` items
+    from ``split``, seeded by ``seed``) and ``list_path`` (CSV of mix, ref, target).
+    Partial presence (``data`` mode) draws TP mixtures of ``partial_seconds`` (default: two
+    training segments) from the same split with seed ``seed + 1``.
+    """
+    if (data is None) == (list_path is None):
+        raise UserError("evaluate: give exactly one of --data (packs dir) and --list (CSV)")
+    model, cfg = load_generator(checkpoint, device=opts.device, use_ema=use_ema)
+    step = read_checkpoint(checkpoint).get("step")
+    sr = cfg.audio.sample_rate
+    partial: Sequence[dict[str, Any]] = []
+    if data is not None:
+        from hifi_tse.data.datasets import FixedExampleSet
+
+        fixed = FixedExampleSet(Path(data), cfg, split=split, seed=seed, n=examples, phase=2)
+        items = fixed  # generated lazily, item by item
+        source = f"{data} split={split} (FixedExampleSet, held-out speakers)"
+        if partial_presence:
+            seconds = partial_seconds or 2.0 * cfg.audio.segment_seconds
+            long_cfg = dataclasses.replace(
+                cfg, audio=dataclasses.replace(cfg.audio, segment_seconds=seconds)
+            )
+            n_pp = partial_examples or max(1, examples // 4)
+            long_set = FixedExampleSet(
+                Path(data), long_cfg, split=split, seed=seed + 1, n=n_pp, phase=1
+            )
+            partial = long_set
+    else:
+        items = load_list_items(Path(list_path), sr)
+        source = f"{list_path} (pre-mixed list)"
+        if partial_presence:
+            partial = [it for it in items if it["target_present"]]
+    info = {
+        "checkpoint": str(checkpoint),
+        "step": step,
+        "source": source,
+        "split": split if data is not None else None,
+        "seed": seed if data is not None else None,
+        "examples": len(items),
+    }
+    return evaluate_model(model, cfg, items, opts, out_dir, partial, info)

@@ -1,0 +1,63 @@
+"""``hifi-tse export``: write a checkpoint's generator as an ONNX model for ``separate --onnx``.
+
+    hifi-tse export --checkpoint ckpt.pt --format onnx -o model.onnx
+
+The mixture chunk (``--chunk-seconds``, default: the ``separate`` default) and the
+enrollment length (``--ref-seconds``, default: the config's ``audio.ref_seconds``) are the
+shapes traced and are recorded in the model's metadata. The usual export keeps batch and
+both lengths dynamic; ``separate --onnx`` reads the metadata and, for a fixed-shape
+fallback export, uses the recorded chunk length.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hifi_tse.errors import UserError
+from hifi_tse.infer.separate_cli import CHUNK_SECONDS
+
+VERIFY_TOLERANCE = 1e-3  # max abs difference to PyTorch on a random chunk (full scale 1)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, required=True, help="hifi-tse checkpoint (.pt)")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output .onnx file")
+    p.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS, help="chunk length, s")
+    p.add_argument("--ref-seconds", type=float, default=None, help="enrollment length, s")
+    p.add_argument("--raw-weights", action="store_true", help="export 'model' instead of EMA")
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from hifi_tse.infer.export import export_onnx, verify_export
+    from hifi_tse.infer.loading import load_generator, read_checkpoint
+
+    model, cfg = load_generator(args.checkpoint, use_ema=not args.raw_weights)
+    sr = cfg.audio.sample_rate
+    ref_seconds = args.ref_seconds if args.ref_seconds is not None else cfg.audio.ref_seconds
+    chunk, ref = int(round(args.chunk_seconds * sr)), int(round(ref_seconds * sr))
+    if chunk < cfg.stft.n_fft or ref < cfg.stft.n_fft:
+        raise UserError(
+            f"--chunk-seconds/--ref-seconds: expected at least one FFT frame "
+            f"({cfg.stft.n_fft / sr:.3f} s), got {args.chunk_seconds} / {ref_seconds}"
+        )
+    step = int(read_checkpoint(args.checkpoint).get("step", -1))
+    torch.set_grad_enabled(False)
+    meta = export_onnx(model, cfg, args.out, chunk, ref, step=step)
+    print(
+        f"wrote {args.out}: chunk {chunk} samples, enrollment {ref} samples at {sr} Hz, "
+        f"{'dynamic batch and lengths' if meta['dynamic'] == '1' else 'fixed shapes'}"
+    )
+    if not args.no_verify:
+        err = verify_export(model, args.out, sr)
+        print(f"ONNX Runtime vs PyTorch on a random chunk: max abs difference {err:.2e}")
+        if err > VERIFY_TOLERANCE:
+            raise UserError(
+                f"{args.out}: ONNX output differs from PyTorch by {err:.2e} "
+                f"(> {VERIFY_TOLERANCE:g})"
+            )
+    return 0
