@@ -318,7 +318,8 @@ def plot_spectrograms(
     nfft = 1 << max(6, int(math.log2(sample_rate * 0.032)))  # ~32 ms analysis window
     for ax, (name, wav) in zip(axes[:, 0], signals):
         if wav.size >= nfft and np.any(wav):
-            ax.specgram(wav, NFFT=nfft, Fs=sample_rate, noverlap=nfft // 2, cmap="magma")
+            with np.errstate(divide="ignore"):  # exact-zero stretches (padding) are -inf dB
+                ax.specgram(wav, NFFT=nfft, Fs=sample_rate, noverlap=nfft // 2, cmap="magma")
         ax.set_ylabel(f"{name}\nHz", fontsize=8)
     axes[-1, 0].set_xlabel("time (s)")
     axes[0, 0].set_title(title)

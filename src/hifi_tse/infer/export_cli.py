@@ -1,6 +1,7 @@
 """``hifi-tse export``: write a checkpoint's generator as an ONNX model for ``separate --onnx``.
 
     hifi-tse export --checkpoint ckpt.pt --format onnx -o model.onnx
+    hifi-tse export --checkpoint ckpt.pt --format checkpoint -o small.pt   # EMA weights only
 
 The mixture chunk (``--chunk-seconds``, default: the ``separate`` default) and the
 enrollment length (``--ref-seconds``, default: the config's ``audio.ref_seconds``) are the
@@ -22,8 +23,13 @@ VERIFY_TOLERANCE = 1e-3  # max abs difference to PyTorch on a random chunk (full
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="hifi-tse checkpoint (.pt)")
-    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output .onnx file")
+    p.add_argument(
+        "--format",
+        choices=["onnx", "checkpoint"],
+        default="onnx",
+        help="onnx, or checkpoint: a small inference-only .pt (config + EMA weights)",
+    )
+    p.add_argument("-o", "--out", type=Path, required=True, help="output file")
     p.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS, help="chunk length, s")
     p.add_argument("--ref-seconds", type=float, default=None, help="enrollment length, s")
     p.add_argument("--raw-weights", action="store_true", help="export 'model' instead of EMA")
@@ -34,9 +40,22 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from hifi_tse.infer.export import export_onnx, verify_export
-    from hifi_tse.infer.loading import load_generator, read_checkpoint
+    from hifi_tse.infer.loading import (
+        load_generator,
+        read_checkpoint,
+        save_generator_checkpoint,
+    )
 
     model, cfg = load_generator(args.checkpoint, use_ema=not args.raw_weights)
+    step = int(read_checkpoint(args.checkpoint).get("step", -1))
+    if args.format == "checkpoint":
+        save_generator_checkpoint(args.out, model, cfg, step=step)
+        size_mb = args.out.stat().st_size / 2**20
+        print(
+            f"wrote {args.out}: config + {'raw' if args.raw_weights else 'EMA'} weights, "
+            f"step {step}, {size_mb:.1f} MB"
+        )
+        return 0
     sr = cfg.audio.sample_rate
     ref_seconds = args.ref_seconds if args.ref_seconds is not None else cfg.audio.ref_seconds
     chunk, ref = int(round(args.chunk_seconds * sr)), int(round(ref_seconds * sr))
@@ -45,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
             f"--chunk-seconds/--ref-seconds: expected at least one FFT frame "
             f"({cfg.stft.n_fft / sr:.3f} s), got {args.chunk_seconds} / {ref_seconds}"
         )
-    step = int(read_checkpoint(args.checkpoint).get("step", -1))
     torch.set_grad_enabled(False)
     meta = export_onnx(model, cfg, args.out, chunk, ref, step=step)
     print(
