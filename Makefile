@@ -27,7 +27,7 @@ test: install lint
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 demo: install
-	$(VENV)/bin/hifi-tse demo
+	$(VENV)/bin/hifi-tse demo $(DEMO_ARGS)
 
 bench: install
 	$(PY) benchmarks/bench_model.py

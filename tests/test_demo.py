@@ -84,3 +84,14 @@ def test_export_checkpoint_format_keeps_only_inference_state(tmp_path):
     loaded, _ = load_generator(small)
     for key, value in loaded.state_dict().items():
         torch.testing.assert_close(value, payload["ema"][key])
+
+
+def test_onnx_export_in_process_leaves_grad_mode_alone(tmp_path):
+    """The CLI runs in-process (demo, tests): exporting must not switch autograd off."""
+    cfg = load_config(TINY)
+    ckpt = tmp_path / "model.pt"
+    save_generator_checkpoint(ckpt, build_generator(cfg), cfg, step=1)
+    assert torch.is_grad_enabled()
+    assert main(["export", "--checkpoint", str(ckpt), "-o", str(tmp_path / "m.onnx")]) == 0
+    assert (tmp_path / "m.onnx").stat().st_size > 0
+    assert torch.is_grad_enabled()

@@ -109,6 +109,7 @@ def _spec(model: nn.Module, wav: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(model.stft(wav)).contiguous()
 
 
+@torch.no_grad()  # parameters must trace as constants; the caller's grad mode is kept
 def export_onnx(
     model: nn.Module,
     cfg: Config,
@@ -123,7 +124,6 @@ def export_onnx(
 
     model = model.eval().cpu()
     core = SpectralCore(model).eval()
-    torch.set_grad_enabled(False)  # parameters must trace as constants
     gen = torch.Generator().manual_seed(0)
     mix = _spec(model, torch.randn(2, chunk_samples, generator=gen))
     ref = _spec(model, torch.randn(2, ref_samples, generator=gen))

@@ -64,14 +64,14 @@ def run(args: argparse.Namespace) -> int:
             f"--chunk-seconds/--ref-seconds: expected at least one FFT frame "
             f"({cfg.stft.n_fft / sr:.3f} s), got {args.chunk_seconds} / {ref_seconds}"
         )
-    torch.set_grad_enabled(False)
     meta = export_onnx(model, cfg, args.out, chunk, ref, step=step)
     print(
         f"wrote {args.out}: chunk {chunk} samples, enrollment {ref} samples at {sr} Hz, "
         f"{'dynamic batch and lengths' if meta['dynamic'] == '1' else 'fixed shapes'}"
     )
     if not args.no_verify:
-        err = verify_export(model, args.out, sr)
+        with torch.no_grad():
+            err = verify_export(model, args.out, sr)
         print(f"ONNX Runtime vs PyTorch on a random chunk: max abs difference {err:.2e}")
         if err > VERIFY_TOLERANCE:
             raise UserError(
