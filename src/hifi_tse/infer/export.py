@@ -41,25 +41,11 @@ from hifi_tse.utils import atomic_path
 OPSET = 17  # LayerNormalization (17) and everything SDPA decomposes into
 
 
-def encode_real(enc: nn.Module, spec: torch.Tensor) -> torch.Tensor:
-    """``BandSplitEncoder.forward`` on ``spec (B, F, T, 2)`` (real, imag) -> ``(K, B, T, D)``."""
-    b = enc.bands
-    batch, frames = spec.shape[0], spec.shape[2]
-    x = spec.index_select(1, b.gather_idx)  # (B, K*Wmax, T, 2)
-    x = x.view(batch, b.num_bands, b.max_width, frames, 2).permute(1, 0, 3, 2, 4)
-    x = x.reshape(b.num_bands, batch * frames, b.coef_dim)  # (K, N, C)
-    mask = b.coef_mask
-    mean = (x * mask).sum(-1, keepdim=True) / b.coef_count
-    xc = (x - mean) * mask
-    var = xc.square().sum(-1, keepdim=True) / b.coef_count
-    gain, shift, weight = enc.padded_weights()
-    x = (xc * torch.rsqrt(var + enc.eps)) * gain + shift * mask
-    out = torch.baddbmm(enc.bias[:, None, :], x, weight)  # (K, N, D)
-    return out.view(b.num_bands, batch, frames, enc.feature_dim)
-
-
 def decode_real(dec: nn.Module, x: torch.Tensor, merge: torch.Tensor) -> torch.Tensor:
-    """``BandMergeDecoder.forward`` -> mask ``(B, F, T, 2)``; ``merge (K*Wmax, F+1)`` one-hot."""
+    """``BandMergeDecoder.forward`` -> mask ``(B, F, T, 2)``; ``merge (K*Wmax, F+1)`` one-hot.
+
+    The overlap-add of shared bins is a one-hot matmul here: ``index_add`` exports wrongly.
+    """
     b = dec.bands
     k, batch, frames = x.shape[0], x.shape[1], x.shape[2]
     dim = int(dec.norm_weight.shape[-1])  # a Python int keeps LayerNorm's shape static
@@ -71,7 +57,7 @@ def decode_real(dec: nn.Module, x: torch.Tensor, merge: torch.Tensor) -> torch.T
     m = torch.baddbmm(bias, h, weight).float()  # (K, N, C)
     m = m.view(k, batch, frames, b.max_width, 2).permute(1, 0, 3, 2, 4)
     m = m.reshape(batch, k * b.max_width, frames, 2)
-    full = torch.einsum("bctr,cf->bftr", m, merge)  # overlap-add of shared bins
+    full = torch.einsum("bctr,cf->bftr", m, merge)
     full = full[:, : b.num_bins] * b.inv_bin_count[None, :, None, None]
     if dec.mask_limit > 0:
         mag = torch.sqrt(full.square().sum(-1, keepdim=True))
@@ -96,8 +82,8 @@ class SpectralCore(nn.Module):
 
     def forward(self, mix_spec: torch.Tensor, ref_spec: torch.Tensor) -> torch.Tensor:
         g = self.g
-        x = encode_real(g.encoder, mix_spec)  # (K, B, T, D)
-        r = encode_real(g.encoder, ref_spec)  # (K, B, S, D)
+        x = g.encoder.forward_real(mix_spec)  # (K, B, T, D)
+        r = g.encoder.forward_real(ref_spec)  # (K, B, S, D)
         if g.usef is not None:
             x = g.usef(x, r)
         if g.film is not None:
