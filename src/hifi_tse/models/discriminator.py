@@ -73,13 +73,18 @@ class PeriodDiscriminator(nn.Module):
             mode = "reflect" if pad < length else "constant"
             wav = F.pad(wav[:, None], (0, pad), mode=mode)[:, 0]
         x = wav.view(b, 1, -1, self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), _LEAKY_SLOPE)
-            feats.append(x)
-        x = self.post(x)
+        return _conv_stack(x, self.convs, self.post)
+
+
+def _conv_stack(x: torch.Tensor, convs: nn.ModuleList, post: nn.Module) -> Output:
+    """Leaky-ReLU conv stack then the logit conv: ``(logits (B, N), every layer's output)``."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), _LEAKY_SLOPE)
         feats.append(x)
-        return x.flatten(1), feats
+    x = post(x)
+    feats.append(x)
+    return x.flatten(1), feats
 
 
 class ScaleDiscriminator(nn.Module):
@@ -102,13 +107,7 @@ class ScaleDiscriminator(nn.Module):
     def forward(self, wav: torch.Tensor) -> Output:
         """``wav (B, L)`` -> ``(logits (B, N), features)``."""
         x = wav[:, None]
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), _LEAKY_SLOPE)
-            feats.append(x)
-        x = self.post(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _conv_stack(x, self.convs, self.post)
 
 
 class Discriminators(nn.Module):
