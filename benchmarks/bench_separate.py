@@ -92,39 +92,42 @@ def seam_check(config: Path, seconds: float, args: argparse.Namespace) -> dict[s
     import torch
 
     from hifi_tse.config import load_config
-    from hifi_tse.infer.loading import TorchChunkFn
+    from hifi_tse.infer.loading import TorchChunkFn, load_generator
     from hifi_tse.infer.separate import ChunkPlan, separate_array
     from hifi_tse.models.generator import build_generator
 
     torch.set_num_threads(args.threads)
-    cfg = load_config(config)
-    torch.manual_seed(0)
-    model = build_generator(cfg).eval()
-    with torch.no_grad():  # off the pass-through init, so the check is not trivial
-        for p in model.decoder.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    if args.seam_checkpoint is not None:  # a trained model: how much context it really uses
+        model, cfg = load_generator(args.seam_checkpoint)
+    else:
+        cfg = load_config(config, args.seam_set)
+        torch.manual_seed(0)
+        model = build_generator(cfg).eval()
+        with torch.no_grad():  # off the pass-through init, so the check is not trivial
+            for p in model.decoder.parameters():
+                p.add_(0.05 * torch.randn_like(p))
     sr = cfg.audio.sample_rate
     with tempfile.TemporaryDirectory() as tmp:
         write_input(Path(tmp) / "m.wav", seconds, sr, 1)
         write_input(Path(tmp) / "r.wav", cfg.audio.ref_seconds, sr, 2)
-        mix = sf.read(Path(tmp) / "m.wav", dtype="float32")[0]
-        ref = sf.read(Path(tmp) / "r.wav", dtype="float32")[0]
+        mix = sf.read(args.seam_mix or Path(tmp) / "m.wav", dtype="float32")[0]
+        ref = sf.read(args.seam_ref or Path(tmp) / "r.wav", dtype="float32")[0]
+    mix = mix[: int(seconds * sr)]
     fn = TorchChunkFn(model, ref, torch.device("cpu"))
     one = fn(mix[None])[0]
     plan = ChunkPlan.from_seconds(
         sr, args.chunk_seconds, args.overlap_seconds, args.batch_chunks, cfg.stft.hop_length
     )
     chunked = separate_array(mix, fn, plan)
-    keep = np.ones(mix.size, dtype=bool)
-    for k in range(1, mix.size // plan.hop + 2):
-        s = k * plan.hop
-        keep[max(0, s - plan.overlap) : s + 2 * plan.overlap] = False
+    keep = plan.away_from_seams(mix.size)
 
     def rel_db(a: np.ndarray, b: np.ndarray) -> float:
         return float(10 * np.log10((np.sum((a - b) ** 2) + 1e-30) / np.sum(b**2)))
 
     return {
-        "seconds": seconds,
+        "seconds": mix.size / sr,
+        "model": str(args.seam_checkpoint or f"{config} (random, perturbed decoder)"),
+        "attention_window_seconds": cfg.model.attention_window_seconds,
         "all_db": rel_db(chunked, one),
         "away_from_seams_db": rel_db(chunked[keep], one[keep]),
     }
@@ -133,7 +136,7 @@ def seam_check(config: Path, seconds: float, args: argparse.Namespace) -> dict[s
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "hifi_tse.yaml")
-    p.add_argument("--durations", type=float, nargs="+", default=[60.0, 600.0])
+    p.add_argument("--durations", type=float, nargs="*", default=[60.0, 600.0])
     p.add_argument("--estimate-long", type=float, nargs="*", default=[])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--chunk-seconds", type=float, default=4.0)
@@ -141,6 +144,10 @@ def main() -> None:
     p.add_argument("--batch-chunks", type=int, default=2)
     p.add_argument("--cuda", action="store_true", help="also measure on CUDA when available")
     p.add_argument("--seam-check", type=float, default=0.0, help="seconds (0 = skip)")
+    p.add_argument("--seam-checkpoint", type=Path, help="trained model for the seam check")
+    p.add_argument("--seam-set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--seam-mix", type=Path, help="mixture WAV at the model rate (seam check)")
+    p.add_argument("--seam-ref", type=Path, help="enrollment WAV at the model rate (seam check)")
     p.add_argument("--json", type=Path, default=None, help="also write results here")
     args = p.parse_args()
 

@@ -28,7 +28,7 @@ def test_defaults_pass_and_tp_minimum_at_unit_gain(default_result):
     r = default_result
     assert r.ok and r.failures == []
     assert r.gains[0] == pytest.approx(1e-3) and r.gains[-1] == 2.0 and len(r.gains) == 41
-    assert {s.label for s in r.sweeps} == {"phase1/tp", "phase2/tp", "phase2/ta"}
+    assert {s.label for s in r.sweeps} == {"phase1/tp", "phase2/tp", "phase2/ta", "phase2/mixed"}
     assert r.tp_argmin(1) == pytest.approx(1.0) and r.tp_argmin(2) == pytest.approx(1.0)
     ta = next(s for s in r.sweeps if s.batch == "ta")
     # relu term: positive for a loud TA output, flat at 0 once below the target level
@@ -46,6 +46,28 @@ def test_legacy_db_is_flagged(legacy_result):
     assert ta.values["ta_energy"][0] == pytest.approx(-40.0)  # the legacy floor
     assert ta.ref_values["ta_energy"] == pytest.approx(-30.0, abs=1e-2)
     assert "FAIL: rewards silence" in r.table()
+
+
+@pytest.mark.parametrize("lambda_amp", [1.0, 10.0])
+def test_blind_gain_follows_amplitude_weight(lambda_amp):
+    """One common gain on a TP + TA batch settles where the amplitude anchor's pull up
+    (2 lambda_amp ln g) balances the relu TA term's pull down (ta_weight * 20 / ln 10 per
+    unit ln g): g = exp(-4.34 ta_weight / lambda_amp), nudged up by the phase term."""
+    cfg = load_config(TINY, ["audio.sample_rate=8000", f"loss_weights.lambda_amp={lambda_amp}"])
+    r = audit_objective(cfg)
+    balance = np.exp(-10.0 / np.log(10.0) * cfg.loss_weights.ta_weight / lambda_amp)
+    assert balance - 0.01 <= r.blind_gain <= balance + 0.03
+    inside = cfg.health.rms_ratio_low <= r.blind_gain <= cfg.health.rms_ratio_high
+    assert inside == (lambda_amp == 10.0)
+    assert ("phase2/mixed/total" in r.failures) == (not inside)
+    assert ("outside the healthy rms_ratio band" in r.table()) == (not inside)
+
+
+def test_audit_cli_flags_weak_amplitude_anchor(capsys):
+    weak = ["--set", "audio.sample_rate=8000", "--set", "loss_weights.lambda_amp=1"]
+    assert main(["audit-loss", "--config", TINY, *weak]) == 1
+    err = capsys.readouterr().err
+    assert "common output gain of 0.6" in err and "raise loss_weights.lambda_amp" in err
 
 
 def test_check_objective_safe():

@@ -139,6 +139,37 @@ def test_self_attention_equals_plain_softmax():
     torch.testing.assert_close(attn(x), plain, atol=1e-5, rtol=1e-5)
 
 
+def test_windowed_self_attention_is_local_and_exact():
+    torch.manual_seed(0)
+    attn = SelfAttention(16, 4, window=3)
+    x = torch.randn(2, 20, 16, requires_grad=True)
+    y = attn(x)
+    # frame 10 depends on frames 7..13 only
+    (grad,) = torch.autograd.grad(y[:, 10].sum(), x)
+    touched = grad.abs().sum(dim=(0, 2)) > 0
+    assert touched.nonzero().flatten().tolist() == list(range(7, 14))
+    # and equals plain attention with the out-of-window weights removed
+    q, k, v = attn.qkv(x).chunk(3, dim=-1)
+    heads = [t.view(2, 20, 4, 4).transpose(1, 2) for t in (q, k, v)]
+    scores = heads[0] @ heads[1].transpose(-1, -2) / 2.0
+    pos = torch.arange(20)
+    scores = scores.masked_fill((pos[:, None] - pos[None, :]).abs() > 3, float("-inf"))
+    plain = attn.out((torch.softmax(scores, -1) @ heads[2]).transpose(1, 2).reshape(2, 20, 16))
+    torch.testing.assert_close(y, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_window_from_config():
+    from hifi_tse.models.generator import attention_window_frames
+
+    assert attention_window_frames(_cfg()) == 0  # tiny: global
+    cfg = _cfg("model.attention_window_seconds=0.5")
+    hop_s = cfg.stft.hop_length / cfg.audio.sample_rate
+    assert attention_window_frames(cfg) == round(0.5 / hop_s)
+    gen = build_generator(cfg)
+    assert {b.block.attn.window for b in gen.backbone.stages} == {round(0.5 / hop_s)}
+    assert attention_window_frames(_cfg("model.attention_window_seconds=1e-6")) == 1
+
+
 def test_cross_attention_equals_plain_softmax():
     torch.manual_seed(0)
     attn = CrossAttention(16, 2)

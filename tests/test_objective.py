@@ -79,13 +79,15 @@ def test_phase2_total_composition_and_scene_aware_consistency():
 
 
 def test_phase1_uses_all_examples():
-    obj = Objective(_cfg().loss_weights, SR)
+    weights = _cfg().loss_weights
+    obj = Objective(weights, SR)
     est, tgt, tp = _batch(present=(True, True, True))
     total, t = obj(est, tgt, tp, 1)
     assert t["ta_energy"].item() == 0.0 and "ta_energy_db" not in t
     ratio = est.pow(2).mean(-1).sqrt() / tgt.pow(2).mean(-1).sqrt()  # every example counts
     assert t["amp"].item() == pytest.approx(ratio.log().pow(2).mean().item(), rel=1e-4)
-    assert total.item() == pytest.approx((t["sep"] + 0.5 * t["phase"] + t["amp"]).item(), rel=1e-5)
+    expected = t["sep"] + weights.lambda_phase * t["phase"] + weights.lambda_amp * t["amp"]
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_phase2_batch_without_tp_skips_tp_terms():

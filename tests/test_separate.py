@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from eval_fixtures import ROOT, SR, make_checkpoint, tiny_ckpt, voice  # noqa: F401
+from eval_fixtures import ROOT, SR, TINY, make_checkpoint, tiny_ckpt, voice  # noqa: F401
 
 from hifi_tse.cli import main
+from hifi_tse.config import load_config
 from hifi_tse.errors import UserError
 from hifi_tse.infer.loading import TorchChunkFn, load_generator
 from hifi_tse.infer.separate import (
@@ -23,6 +24,7 @@ from hifi_tse.infer.separate import (
     read_csv_rows,
     separate_array,
 )
+from hifi_tse.models.generator import build_generator
 
 # --------------------------------------------------------------------------- engine
 
@@ -92,14 +94,6 @@ def _rel_db(err: np.ndarray, ref: np.ndarray) -> float:
     return float(10 * np.log10((np.sum(err**2) + 1e-30) / np.sum(ref**2)))
 
 
-def _away_from_seams(length: int, plan: ChunkPlan) -> np.ndarray:
-    keep = np.ones(length, dtype=bool)
-    for k in range(1, length // plan.hop + 2):
-        start = k * plan.hop
-        keep[max(0, start - plan.overlap) : start + 2 * plan.overlap] = False
-    return keep
-
-
 def test_chunked_equals_one_pass_for_a_local_model():
     net = _local_model()
     x = voice(np.random.default_rng(0), 150.0, 3.0, SR)
@@ -111,7 +105,7 @@ def test_chunked_equals_one_pass_for_a_local_model():
     one = fn(x[None])[0]
     plan = ChunkPlan.from_seconds(SR, 0.5, 0.1, 3)
     chunked = separate_array(x, fn, plan)
-    keep = _away_from_seams(x.size, plan)
+    keep = plan.away_from_seams(x.size)
     assert _rel_db(chunked[keep] - one[keep], one[keep]) < -80.0
 
 
@@ -123,12 +117,45 @@ def test_chunked_generator_matches_one_pass_away_from_seams(tiny_ckpt):  # noqa:
     one = fn(x[None])[0]
     plan = ChunkPlan.from_seconds(SR, 2.0, 0.5, 2, align=cfg.stft.hop_length)
     chunked = separate_array(x, fn, plan)
-    keep = _away_from_seams(x.size, plan)
+    keep = plan.away_from_seams(x.size)
     assert np.abs(one - x).max() > 1e-2  # the perturbed model is not a pass-through
     assert _rel_db(chunked[keep] - one[keep], one[keep]) < -40.0
     # a clip shorter than one chunk is processed exactly like one pass
     short = x[:SR]
     np.testing.assert_allclose(separate_array(short, fn, plan), fn(short[None])[0], atol=1e-6)
+
+
+def test_attention_window_makes_chunked_match_one_pass(tmp_path):
+    """Global attention sees a different context in a chunk than in one pass; a window
+    shorter than the chunk's kept interior reproduces the one-pass output there."""
+    rng = np.random.default_rng(1)
+    x = voice(rng, 120.0, 6.0, SR) + 0.7 * voice(rng, 230.0, 6.0, SR)
+    ref = voice(rng, 120.0, 1.5, SR)
+    errors = {}
+    for window in (0.0, 0.25):
+        cfg = load_config(TINY, [f"model.attention_window_seconds={window}"])
+        model = build_generator(cfg).eval()
+        torch.manual_seed(0)
+        with torch.no_grad():  # strong random attention so its context matters
+            for stage in model.backbone.stages:
+                stage.block.attn.out.weight.mul_(20.0)
+            for p in model.decoder.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        fn = TorchChunkFn(model, ref, torch.device("cpu"))
+        one = fn(x[None])[0]
+        plan = ChunkPlan.from_seconds(SR, 2.0, 0.5, 2, align=cfg.stft.hop_length)
+        keep = plan.away_from_seams(x.size)
+        chunked = separate_array(x, fn, plan)
+        errors[window] = _rel_db(chunked[keep] - one[keep], one[keep])
+    assert errors[0.25] < -60.0
+    assert errors[0.0] > errors[0.25] + 10.0
+
+
+def test_away_from_seams_mask():
+    plan = ChunkPlan(chunk=100, overlap=20, batch=1)  # hop 80: cross-fades at [80, 100), ...
+    keep = plan.away_from_seams(300)
+    assert keep[:70].all() and not keep[70:110].any() and keep[110:150].all()
+    assert not keep[150:190].any() and keep[190:230].all()
 
 
 def test_vad_counts_active_speech():

@@ -191,6 +191,30 @@ def test_best_model_follows_tp_si_sdr_not_loss():
     assert state.patience_count == 0 and len(state.val_history) == 4
 
 
+def test_best_model_must_keep_a_healthy_level():
+    state = TrainState()
+    band = (0.8, 1.25)
+    # Early and loud: provisional best; the first healthy validation replaces it even though
+    # its SI-SDR is lower; a later over-suppressed one (0.6) never wins, however high its score.
+    history = [
+        {"step": 10, "tp_si_sdr": -1.0, "rms_ratio": 1.5},
+        {"step": 20, "tp_si_sdr": -1.5, "rms_ratio": 1.1},
+        {"step": 30, "tp_si_sdr": 2.0, "rms_ratio": 0.6},
+        {"step": 40, "tp_si_sdr": -1.2, "rms_ratio": 0.95},
+    ]
+    improved = [update_best(state, m, True, healthy_band=band) for m in history]
+    assert improved == [True, True, False, True]
+    assert state.best_step == 40 and state.best_healthy and state.best_si_sdr == -1.2
+    assert state.patience_count == 0
+    restored = TrainState.from_dict(state.to_dict())
+    assert restored.best_healthy and restored.best_step == 40
+    old = state.to_dict()
+    del old["best_healthy"]  # a checkpoint written before the rule
+    assert not TrainState.from_dict(old).best_healthy
+    state.reset_patience()
+    assert not state.best_healthy
+
+
 def test_patience_not_counted_in_phase_one_and_reset():
     state = TrainState()
     update_best(state, {"step": 1, "tp_si_sdr": 1.0}, count_patience=False)

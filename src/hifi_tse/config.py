@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -78,6 +79,12 @@ class ModelConfig:
     reinject_blocks: list[int] = _f(
         [0, 1, 2, 3, 4, 5], doc="GridNet blocks preceded by speaker re-injection"
     )
+    attention_window_seconds: float = _f(
+        0.0,
+        lo=0.0,
+        doc="one-sided span of GridNet self-attention across time, s (0 = whole input); "
+        "finite: chunked extraction of long files matches one pass away from the seams",
+    )
     use_usef: bool = _f(True, doc="USEF cross-attention from mixture to reference")
     use_film: bool = _f(True, doc="FiLM from the time-pooled reference")
     grad_checkpoint: bool = _f(True, doc="recompute GridNet blocks in backward")
@@ -93,7 +100,11 @@ class LossConfig:
 
     lambda_sep: float = _f(1.0, lo=0.0, doc="separation term (-SI-SDR / scene-aware)")
     lambda_phase: float = _f(0.5, lo=0.0, doc="phase-sensitive STFT L1")
-    lambda_amp: float = _f(1.0, lo=0.0, doc="TP amplitude anchor")
+    lambda_amp: float = _f(
+        10.0,
+        lo=0.0,
+        doc="TP amplitude anchor; holds a blind common gain near exp(-4.34 ta_weight / lambda_amp)",
+    )
     lambda_mrstft: float = _f(0.0, lo=0.0, doc="multi-resolution STFT loss")
     lambda_adv: float = _f(1.0, lo=0.0, doc="LS-GAN generator term (GAN phase only)")
     lambda_fm: float = _f(2.0, lo=0.0, doc="feature matching (GAN phase only)")
@@ -276,6 +287,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads exponent forms without a dot ("1e-4") as strings
+            try:
+                number = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+            value = number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

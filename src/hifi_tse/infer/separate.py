@@ -81,6 +81,19 @@ class ChunkPlan:
             )
         return cls(chunk=chunk, overlap=chunk - hop, batch=batch)
 
+    def away_from_seams(self, length: int) -> np.ndarray:
+        """``(length,)`` bool: False in every cross-fade ``[s, s + O)`` (s = a chunk start
+        after the first) widened by ``O / 2`` on both sides, True elsewhere.
+
+        Kept samples lie at least ``1.5 O`` inside the chunk that produced them, so a model
+        whose time context is shorter than that reproduces the one-pass output there.
+        """
+        keep = np.ones(length, dtype=bool)
+        margin = self.overlap // 2
+        for start in range(self.hop, length, self.hop):
+            keep[max(0, start - margin) : start + self.overlap + margin] = False
+        return keep
+
 
 def fade_in(overlap: int) -> np.ndarray:
     """``(O,)`` raised-cosine ramp 0 → 1 sampled at half-sample offsets; ``fade_in + its

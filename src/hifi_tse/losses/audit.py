@@ -11,6 +11,15 @@ right level itself by more than ``loss_weights.audit_tolerance``. The right leve
 g = 1 for TP examples, and for TA examples the gain at which the output reaches
 ``ta_target_db`` (quieter than that must earn nothing more). g = 0 itself is replaced by
 ``loss_weights.audit_min_gain``: SI-SDR of an all-zero output is degenerate.
+
+A third, mixed sweep models a network that cannot yet tell TP from TA mixtures and so applies
+one common gain g to both (estimate ``g * target`` on TP rows, ``g * mixture`` on TA rows).
+SI-SDR is blind to that gain, the TA term pulls it down and the amplitude anchor holds it up;
+the total's minimiser — the *blind gain* — is where an undecided model's TP level settles.
+The mixed sweep FAILS when the blind gain lies outside the healthy ``rms_ratio`` band
+(``health.rms_ratio_low`` .. ``health.rms_ratio_high``): such weights make the TP level
+drift down as TA suppression grows (the demo runs drifted to rms_ratio 0.75 with
+``lambda_amp = 1``, whose blind gain is ~0.65).
 """
 
 from __future__ import annotations
@@ -83,7 +92,8 @@ class Sweep:
 
     Attributes:
         phase: objective phase (1 or 2).
-        batch: ``"tp"`` (estimate = g * target) or ``"ta"`` (estimate = g * mixture).
+        batch: ``"tp"`` (estimate = g * target), ``"ta"`` (estimate = g * mixture) or
+            ``"mixed"`` (both kinds in one batch, one common gain).
         ref_gain: the right level (1 for TP; TA: output at ``ta_target_db``).
         values: term name -> ``(G,)`` values at ``AuditResult.gains``.
         ref_values: term name -> value at ``ref_gain``.
@@ -96,6 +106,7 @@ class Sweep:
     values: dict[str, np.ndarray]
     ref_values: dict[str, float]
     failures: list[str] = field(default_factory=list)
+    blind_gain: float | None = None
 
     @property
     def label(self) -> str:
@@ -111,12 +122,22 @@ class AuditResult:
         sweeps: one :class:`Sweep` per (phase, batch).
         tolerance: loss units a term may drop below its right-level value.
         ta_target_db: the configured TA target level, dB.
+        healthy_band: ``(low, high)`` rms_ratio band the blind gain must fall in.
     """
 
     gains: np.ndarray
     sweeps: list[Sweep]
     tolerance: float
     ta_target_db: float
+    healthy_band: tuple[float, float] = (0.0, math.inf)
+
+    @property
+    def blind_gain(self) -> float:
+        """Common gain minimising the phase-2 total on the mixed TP + TA batch."""
+        for s in self.sweeps:
+            if s.blind_gain is not None:
+                return s.blind_gain
+        raise KeyError("no mixed sweep")
 
     @property
     def failures(self) -> list[str]:
@@ -138,14 +159,14 @@ class AuditResult:
         """Human-readable table of every term against the gain, one block per sweep."""
         lines: list[str] = []
         for s in self.sweeps:
-            what = "g * target" if s.batch == "tp" else "g * mixture"
+            what = {"tp": "g * target", "ta": "g * mixture", "mixed": "one g for TP and TA"}
             right = (
-                "g = 1"
-                if s.batch == "tp"
-                else f"{self.ta_target_db:g} dB output (g = {s.ref_gain:.4g})"
+                f"{self.ta_target_db:g} dB output (g = {s.ref_gain:.4g})"
+                if s.batch == "ta"
+                else "g = 1"
             )
             lines.append(
-                f"== phase {s.phase}, {s.batch.upper()} batch: estimate = {what}; "
+                f"== phase {s.phase}, {s.batch.upper()} batch: estimate = {what[s.batch]}; "
                 f"right level {right}"
             )
             names = list(s.values)
@@ -155,11 +176,17 @@ class AuditResult:
                 lines.append(f"{g:>8.4g} {row}")
             row = " ".join(f"{s.ref_values[n]:>12.4f}" for n in names)
             lines.append(f"{'right':>8} {row}")
-            verdict = (
-                "OK: no term rewards silence"
-                if not s.failures
-                else "FAIL: rewards silence: " + ", ".join(s.failures)
-            )
+            if s.blind_gain is not None:
+                low, high = self.healthy_band
+                verdict = (
+                    f"{'OK' if not s.failures else 'FAIL'}: blind gain {s.blind_gain:.3f} "
+                    f"({'inside' if not s.failures else 'outside'} the healthy rms_ratio band "
+                    f"{low:g}..{high:g})"
+                )
+            elif not s.failures:
+                verdict = "OK: no term rewards silence"
+            else:
+                verdict = "FAIL: rewards silence: " + ", ".join(s.failures)
             lines.append(verdict)
             lines.append("")
         return "\n".join(lines)
@@ -205,6 +232,30 @@ def _sweep(
         if below.any() and float(v[below].min()) < ref[name] - tolerance
     ]
     return Sweep(phase, batch, ref_gain, values, ref, failures)
+
+
+def _blind_gain_sweep(
+    objective: Objective,
+    gains: np.ndarray,
+    mix: Tensor,
+    target: Tensor,
+    present: Tensor,
+    band: tuple[float, float],
+) -> Sweep:
+    """Phase-2 objective on the mixed batch under one common gain; fails when its minimiser
+    (refined to 1/20 of the grid spacing around the grid minimum) leaves ``band``."""
+    base = torch.where(present[:, None], target, mix)
+
+    def total(g: float) -> float:
+        return _evaluate(objective, g * base, target, present, PHASE_TP_TA)["total"]
+
+    sweep = _sweep(objective, gains, base, target, present, PHASE_TP_TA, "mixed", 1.0, math.inf)
+    i = int(np.argmin(sweep.values["total"]))
+    fine = np.linspace(gains[max(i - 1, 0)], gains[min(i + 1, len(gains) - 1)], 41)
+    blind = float(fine[int(np.argmin([total(float(g)) for g in fine]))])
+    sweep.blind_gain = blind
+    sweep.failures = [] if band[0] <= blind <= band[1] else ["total"]
+    return sweep
 
 
 def audit_objective(
@@ -253,6 +304,7 @@ def audit_objective(
     ta_ref = math.pow(10.0, (lc.ta_target_db - loudest_db) / 20.0)
 
     tol = lc.audit_tolerance
+    band = (cfg.health.rms_ratio_low, cfg.health.rms_ratio_high)
     with warnings.catch_warnings():
         # the audit reports a legacy_db term itself; no need for the runtime warning
         warnings.simplefilter("ignore", SilenceRewardWarning)
@@ -260,8 +312,11 @@ def audit_objective(
             _sweep(objective, gains, tp_tgt, tp_tgt, all_tp, PHASE_TP, "tp", 1.0, tol),
             _sweep(objective, gains, tp_tgt, tp_tgt, all_tp, PHASE_TP_TA, "tp", 1.0, tol),
             _sweep(objective, gains, ta_mix, ta_zero, all_ta, PHASE_TP_TA, "ta", ta_ref, tol),
+            _blind_gain_sweep(objective, gains, mix, target, present, band),
         ]
-    return AuditResult(gains=gains, sweeps=sweeps, tolerance=tol, ta_target_db=lc.ta_target_db)
+    return AuditResult(
+        gains=gains, sweeps=sweeps, tolerance=tol, ta_target_db=lc.ta_target_db, healthy_band=band
+    )
 
 
 def check_objective_safe(cfg: Config, gains: np.ndarray | None = None) -> list[str]:

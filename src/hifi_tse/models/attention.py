@@ -24,12 +24,24 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(n, t, h * d)
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention ``(N, T, D) -> (N, T, D)`` (no residual, no norm)."""
+def band_mask(length: int, window: int, device: torch.device) -> torch.Tensor:
+    """``(T, T)`` bool, True where ``|query - key| <= window`` frames."""
+    pos = torch.arange(length, device=device)
+    return (pos[:, None] - pos[None, :]).abs() <= window
 
-    def __init__(self, dim: int, heads: int) -> None:
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention ``(N, T, D) -> (N, T, D)`` (no residual, no norm).
+
+    ``window``: each frame attends to frames at most this many frames away (0 = all). A
+    bounded span bounds the time context, so results on a long input can be reproduced
+    chunk by chunk. The boolean mask keeps the fused CPU / CUDA kernels (no ``T x T`` floats).
+    """
+
+    def __init__(self, dim: int, heads: int, window: int = 0) -> None:
         super().__init__()
         self.heads = heads
+        self.window = int(window)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
@@ -37,7 +49,8 @@ class SelfAttention(nn.Module):
         n, t, d = x.shape
         # (N, T, 3, H, d) -> three (N, H, T, d) views, no copies.
         qkv = self.qkv(x).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        mask = band_mask(t, self.window, x.device) if self.window > 0 else None
+        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
         return self.out(_merge_heads(y))
 
 

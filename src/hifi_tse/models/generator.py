@@ -21,6 +21,14 @@ from hifi_tse.models.conditioning import FiLM, ReferenceAttention, drop_referenc
 from hifi_tse.models.gridnet import GridNet
 
 
+def attention_window_frames(cfg: Config) -> int:
+    """``model.attention_window_seconds`` in STFT frames (0 = global; a set window >= 1)."""
+    seconds = cfg.model.attention_window_seconds
+    if seconds <= 0:
+        return 0
+    return max(1, round(seconds * cfg.audio.sample_rate / cfg.stft.hop_length))
+
+
 class Generator(nn.Module):
     """Target speaker extractor ``forward(mix (B, L), ref (B, L_ref)) -> (B, L)`` float32.
 
@@ -46,6 +54,7 @@ class Generator(nn.Module):
             m.reinject_blocks,
             m.norm_eps,
             m.grad_checkpoint,
+            attention_window_frames(cfg),
         )
         self.decoder = BandMergeDecoder(
             self.layout, num_bins, m.feature_dim, m.decoder_hidden, m.norm_eps, m.mask_limit

@@ -35,12 +35,14 @@ class _BiLSTMResidual(nn.Module):
 class GridNetBlock(nn.Module):
     """One GridNet block ``(K, B, T, D) -> (K, B, T, D)``."""
 
-    def __init__(self, dim: int, lstm_hidden: int, heads: int, eps: float) -> None:
+    def __init__(
+        self, dim: int, lstm_hidden: int, heads: int, eps: float, attention_window: int = 0
+    ) -> None:
         super().__init__()
         self.intra = _BiLSTMResidual(dim, lstm_hidden, eps, batch_first=False)
         self.inter = _BiLSTMResidual(dim, lstm_hidden, eps, batch_first=True)
         self.attn_norm = nn.LayerNorm(dim, eps=eps)
-        self.attn = SelfAttention(dim, heads)
+        self.attn = SelfAttention(dim, heads, attention_window)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, b, t, d = x.shape
@@ -53,10 +55,18 @@ class GridNetBlock(nn.Module):
 class _Stage(nn.Module):
     """Optional speaker re-injection followed by a GridNet block."""
 
-    def __init__(self, dim: int, lstm_hidden: int, heads: int, eps: float, reinject: bool):
+    def __init__(
+        self,
+        dim: int,
+        lstm_hidden: int,
+        heads: int,
+        eps: float,
+        reinject: bool,
+        attention_window: int = 0,
+    ):
         super().__init__()
         self.reinject = ReferenceAttention(dim, heads, eps) if reinject else None
-        self.block = GridNetBlock(dim, lstm_hidden, heads, eps)
+        self.block = GridNetBlock(dim, lstm_hidden, heads, eps, attention_window)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         return self.second_half(self.first_half(x, ref))
@@ -90,6 +100,7 @@ class GridNet(nn.Module):
         eps: LayerNorm variance floor.
         grad_checkpoint: recompute activations in backward (training only) to save memory;
             each block is two checkpoint segments (one BiLSTM each).
+        attention_window: one-sided self-attention span in frames (0 = whole input).
     """
 
     def __init__(
@@ -101,11 +112,13 @@ class GridNet(nn.Module):
         reinject_blocks: list[int],
         eps: float,
         grad_checkpoint: bool,
+        attention_window: int = 0,
     ) -> None:
         super().__init__()
         reinject = set(reinject_blocks)
         self.stages = nn.ModuleList(
-            _Stage(dim, lstm_hidden, heads, eps, i in reinject) for i in range(num_blocks)
+            _Stage(dim, lstm_hidden, heads, eps, i in reinject, attention_window)
+            for i in range(num_blocks)
         )
         self.grad_checkpoint = grad_checkpoint
 

@@ -50,6 +50,7 @@ class TrainState:
     step: int = 0
     best_si_sdr: float = float("-inf")
     best_step: int = -1
+    best_healthy: bool = False
     patience_count: int = 0
     val_history: list[dict[str, float]] = field(default_factory=list)
     nonfinite_total: int = 0
@@ -61,6 +62,7 @@ class TrainState:
             "step": self.step,
             "best_si_sdr": self.best_si_sdr,
             "best_step": self.best_step,
+            "best_healthy": self.best_healthy,
             "patience_count": self.patience_count,
             "val_history": [dict(v) for v in self.val_history],
             "nonfinite_total": self.nonfinite_total,
@@ -74,6 +76,8 @@ class TrainState:
             step=int(d["step"]),
             best_si_sdr=float(d["best_si_sdr"]),
             best_step=int(d["best_step"]),
+            # absent in checkpoints written before the health rule: treat as not known healthy
+            best_healthy=bool(d.get("best_healthy", False)),
             patience_count=int(d["patience_count"]),
             val_history=[dict(v) for v in d["val_history"]],
             nonfinite_total=int(d["nonfinite_total"]),
@@ -85,6 +89,7 @@ class TrainState:
         """``--reset-patience``: forget the best score and the patience counter."""
         self.best_si_sdr = float("-inf")
         self.best_step = -1
+        self.best_healthy = False
         self.patience_count = 0
 
 

@@ -132,7 +132,9 @@ def check_loss_safety(cfg: Config, allow_unsafe: bool) -> list[str]:
     if failing:
         message = (
             f"loss_weights: terms {', '.join(failing)} reward silence (lower loss for a "
-            f"quieter output); fix loss_weights or pass --allow-unsafe-loss"
+            f"quieter output, or a common TP/TA gain outside the healthy rms_ratio band; "
+            f"`hifi-tse audit-loss` shows the sweep); fix loss_weights or pass "
+            f"--allow-unsafe-loss"
         )
         if not allow_unsafe:
             raise UserError(message)
@@ -523,7 +525,8 @@ class Trainer:
         metrics = self.validate()
         metrics["step"] = step
         phase = stage_at(max(step - 1, 0), self.cfg).phase
-        improved = update_best(self.state, metrics, count_patience=phase >= PHASE_TP_TA)
+        band = (self.cfg.health.rms_ratio_low, self.cfg.health.rms_ratio_high)
+        improved = update_best(self.state, metrics, phase >= PHASE_TP_TA, healthy_band=band)
         self._validated_at = step
         record = {
             "kind": "val",

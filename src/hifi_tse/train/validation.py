@@ -7,7 +7,9 @@ Invariants from the seed (over-suppression post-mortem):
 * the scene-aware loss is computed by the same :class:`Objective` as training (phase 2), so the
   TA weight is ``loss_weights.ta_weight`` and nothing else;
 * the best model is the one with the highest **TP SI-SDR** — never the composite loss, which a
-  suppressing model can lower.
+  suppressing model can lower — among validations whose ``rms_ratio`` is inside the healthy
+  band: SI-SDR is blind to level, so without the band an over-suppressing model could still
+  be chosen.
 
 Under DDP each rank scores a strided shard of the set and sums of per-example statistics are
 all-reduced, so every rank ends with the same metrics.
@@ -197,18 +199,37 @@ def validate(
     return ValidationResult(metrics=metrics, audio=audio)
 
 
-def update_best(state: TrainState, metrics: dict[str, float], count_patience: bool) -> bool:
-    """Record a validation in ``state``; True when TP SI-SDR beats the best so far.
+def update_best(
+    state: TrainState,
+    metrics: dict[str, float],
+    count_patience: bool,
+    healthy_band: tuple[float, float] | None = None,
+) -> bool:
+    """Record a validation in ``state``; True when it becomes the new best model.
 
-    Only ``tp_si_sdr`` decides: a lower composite loss without a higher TP SI-SDR is not an
-    improvement. ``count_patience`` (phase 2 onwards) lets a non-improvement count towards
-    early stopping.
+    Only ``tp_si_sdr`` scores: a lower composite loss without a higher TP SI-SDR is not an
+    improvement. With ``healthy_band = (low, high)`` a validation whose ``rms_ratio`` lies
+    outside it can be best only while no healthy validation has been (a provisional best), and
+    the first healthy one replaces such a best whatever its score. ``count_patience``
+    (phase 2 onwards) lets a non-improvement count towards early stopping.
     """
     state.val_history.append({k: float(v) for k, v in metrics.items()})
     score = metrics.get("tp_si_sdr", math.nan)
-    if math.isfinite(score) and score > state.best_si_sdr:
+    level = metrics.get("rms_ratio", math.nan)
+    healthy = (
+        healthy_band is None
+        or not math.isfinite(level)
+        or healthy_band[0] <= level <= healthy_band[1]
+    )
+    beats = score > state.best_si_sdr
+    if healthy:
+        improved = not state.best_healthy or beats
+    else:
+        improved = not state.best_healthy and beats
+    if math.isfinite(score) and improved:
         state.best_si_sdr = float(score)
         state.best_step = int(metrics.get("step", state.step))
+        state.best_healthy = healthy
         state.patience_count = 0
         return True
     if count_patience:
