@@ -98,6 +98,38 @@ def test_encoder_matches_per_band_loop():
     assert enc.weight.numel() == sum(2 * (e - s) for s, e in layout) * 16  # no dead padding
 
 
+def test_level_features_add_band_and_frame_levels():
+    torch.manual_seed(0)
+    layout, num_bins = _layout_tiny()
+    plain = BandSplitEncoder(layout, num_bins, feature_dim=16, eps=1e-5)
+    enc = BandSplitEncoder(layout, num_bins, feature_dim=16, eps=1e-5, level_floor_db=-100.0)
+    enc.load_state_dict(plain.state_dict(), strict=False)
+    spec = torch.randn(2, num_bins, 7, dtype=torch.complex64)
+    torch.testing.assert_close(enc(spec), plain(spec))  # zero-initialised: no change at init
+    with torch.no_grad():
+        enc.level_weight.normal_()
+    # per band loop: power in dB / 20, relative to the frame mean over bands, plus that mean
+    levels = []
+    for s, e in layout:
+        band = torch.view_as_real(spec[:, s:e])  # (B, W, T, 2)
+        power = band.square().mean(dim=(1, 3))  # (B, T)
+        levels.append(10 * torch.log10(power + 1e-10) / 20.0)
+    levels = torch.stack(levels)  # (K, B, T)
+    frame = levels.mean(0)
+    expected = plain(spec) + torch.stack(
+        [
+            (levels[k] - frame)[..., None] * enc.level_weight[k, 0]
+            + frame[..., None] * enc.level_weight[k, 1]
+            for k in range(len(layout))
+        ]
+    )
+    torch.testing.assert_close(enc(spec), expected, atol=1e-4, rtol=1e-4)
+    # the envelope part ignores the input gain; the loudness part moves by exactly 20 dB / 20
+    louder = enc(spec * 10.0) - enc(spec)
+    step = enc.level_weight[:, 1][:, None, None, :].expand_as(louder)
+    torch.testing.assert_close(louder, step, atol=1e-3, rtol=1e-3)  # (LayerNorm eps aside)
+
+
 def test_decoder_starts_at_unit_mask_and_matches_per_band_loop():
     torch.manual_seed(1)
     layout, num_bins = _layout_tiny()

@@ -68,6 +68,12 @@ class BandSplitConfig:
         doc="band layout: per region (ascending) its upper edge and band width",
     )
     overlap_bins: int = _f(1, lo=0, hi=64, doc="bins shared by neighbouring bands")
+    level_features: bool = _f(
+        False,
+        doc="also feed each band's level (its dB relative to the frame's mean over bands, "
+        "and the frame's mean), which the per-band LayerNorm removes",
+    )
+    level_floor_db: float = _f(-100.0, hi=0.0, doc="power floor of the level features, dB")
 
 
 @dataclass

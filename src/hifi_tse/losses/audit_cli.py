@@ -4,7 +4,6 @@ term rewards silence (the seed's over-suppression), 0 otherwise."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
@@ -31,23 +30,13 @@ def _to_tensor(x: object) -> Tensor:
     return x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
 
 
-def signals_from_packs(packs_dir: Path, cfg: Config) -> dict[str, Tensor] | None:
-    """TP and TA examples drawn from the fixed validation set of ``packs_dir``.
+def signals_from_packs(packs_dir: Path, cfg: Config) -> dict[str, Tensor]:
+    """TP and TA examples drawn from the fixed validation set of ``packs_dir``."""
+    from hifi_tse.data.datasets import FixedExampleSet
 
-    Returns None when the data package is not available in this build.
-    """
-    try:
-        datasets = importlib.import_module("hifi_tse.data.datasets")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("hifi_tse.data.datasets", "hifi_tse.data"):
-            raise
-        return None
-    fixed_set = getattr(datasets, "FixedExampleSet", None)
-    if fixed_set is None:
-        return None
     if not packs_dir.is_dir():
         raise UserError(f"--data {packs_dir}: not a directory (expected a prepared packs dir)")
-    examples = fixed_set(
+    examples = FixedExampleSet(
         packs_dir,
         cfg,
         split="val",
@@ -81,12 +70,9 @@ def run(args: argparse.Namespace) -> int:
     source = f"generated tones + noise at {cfg.audio.sample_rate} Hz"
     if args.data is not None:
         signals = signals_from_packs(args.data, cfg)
-        if signals is None:
-            print("note: hifi_tse.data.datasets.FixedExampleSet unavailable; using generated")
-        else:
-            n_tp = int(signals["target_present"].sum())
-            n_ta = len(signals["target_present"]) - n_tp
-            source = f"{n_tp} TP + {n_ta} TA validation examples from {args.data}"
+        n_tp = int(signals["target_present"].sum())
+        n_ta = len(signals["target_present"]) - n_tp
+        source = f"{n_tp} TP + {n_ta} TA validation examples from {args.data}"
     result = audit_objective(cfg, signals)
     print(
         f"loss audit ({source}; ta_loss={cfg.loss_weights.ta_loss}, tolerance "

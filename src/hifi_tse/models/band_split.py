@@ -123,20 +123,44 @@ class _PaddedBands(nn.Module):
         return full.index_copy(0, self.coef_pos, flat).view(self.num_bands, self.coef_dim, -1)
 
 
+# Level features are in units of this many dB, so their values are O(1) for the projection.
+LEVEL_UNIT_DB = 20.0
+
+
 class BandSplitEncoder(nn.Module):
     """Per-band LayerNorm + Linear over each band's real and imaginary parts.
+
+    The LayerNorm makes every band-frame scale-free, which hides the spectral envelope
+    (formants) and the temporal envelope (speech vs pause). With ``level_floor_db`` set, two
+    scalars per band-frame are added back through learned per-band directions: the band's
+    power in dB relative to the frame's mean over bands (envelope; gain-invariant) and that
+    frame mean itself (loudness), both in units of ``LEVEL_UNIT_DB``.
 
     Args:
         layout: band ranges from :func:`band_layout`.
         num_bins: STFT bins F.
         feature_dim: D, per-band feature width.
         eps: LayerNorm variance floor.
+        level_floor_db: power floor of the level features, dB; None = no level features.
     """
 
     def __init__(
-        self, layout: list[tuple[int, int]], num_bins: int, feature_dim: int, eps: float
+        self,
+        layout: list[tuple[int, int]],
+        num_bins: int,
+        feature_dim: int,
+        eps: float,
+        level_floor_db: float | None = None,
     ) -> None:
         super().__init__()
+        self.level_floor = None if level_floor_db is None else 10.0 ** (level_floor_db / 10.0)
+        # (K, 2, D): per band, the directions of relative level and frame loudness; zero at
+        # init so a new model starts exactly as one without level features.
+        self.level_weight = (
+            None
+            if level_floor_db is None
+            else nn.Parameter(torch.zeros(len(layout), 2, feature_dim))
+        )
         self.bands = _PaddedBands(layout, num_bins)
         self.feature_dim = feature_dim
         self.eps = eps
@@ -182,8 +206,16 @@ class BandSplitEncoder(nn.Module):
         xc = (x - mean) * mask
         var = xc.square().sum(-1, keepdim=True) / b.coef_count
         gain, shift, weight = self.padded_weights()
+        level = None
+        if self.level_weight is not None:
+            power = (x.square() * mask).sum(-1, keepdim=True) / b.coef_count  # (K, N, 1)
+            level_db = 10.0 * torch.log10(power + self.level_floor) / LEVEL_UNIT_DB
+            frame_db = level_db.mean(0, keepdim=True)  # (1, N, 1)
+            level = torch.cat([level_db - frame_db, frame_db.expand_as(level_db)], -1)
         x = (xc * torch.rsqrt(var + self.eps)) * gain + shift * mask
         out = torch.baddbmm(self.bias[:, None, :], x, weight)  # (K, N, D)
+        if level is not None:
+            out = torch.baddbmm(out, level, self.level_weight)
         return out.view(b.num_bands, batch, frames, self.feature_dim)
 
 

@@ -41,7 +41,14 @@ class Generator(nn.Module):
         self.stft = Stft(cfg.stft)
         self.layout = band_layout(cfg.audio.sample_rate, cfg.stft.n_fft, cfg.band_split)
         num_bins = self.stft.num_bins
-        self.encoder = BandSplitEncoder(self.layout, num_bins, m.feature_dim, m.norm_eps)
+        bs = cfg.band_split
+        self.encoder = BandSplitEncoder(
+            self.layout,
+            num_bins,
+            m.feature_dim,
+            m.norm_eps,
+            bs.level_floor_db if bs.level_features else None,
+        )
         self.usef = (
             ReferenceAttention(m.feature_dim, m.num_heads, m.norm_eps) if m.use_usef else None
         )
