@@ -39,6 +39,16 @@ VARIANTS: dict[str, list[str]] = {
     "scaled": SCALED,
     "scaled_lr4e-3": [*SCALED, "train.lr=0.004", "train.min_lr=0.0004"],
     "scaled_level": [*SCALED, "band_split.level_features=true"],
+    "scaled_level_meanstd": [
+        *SCALED,
+        "band_split.level_features=true",
+        "model.film_pooling=mean_std",
+    ],
+    "scaled_level_phase1_600": [
+        *SCALED,
+        "band_split.level_features=true",
+        "train.phase1_steps=600",
+    ],
     "scaled_phase1_600": [*SCALED, "train.phase1_steps=600"],
     "scaled_seg1.5_b11": [*SCALED, "audio.segment_seconds=1.5", "train.batch_size=11"],
     "scaled_1block_f64": [

@@ -49,6 +49,10 @@ def test_demo_trains_evaluates_extracts_and_reports(tiny_packs, tmp_path, one_th
     # both curriculum phases ran: the schedule is sized to the budget, phase 1 = 30 % of it
     fresh_cfg = load_config(out / "fresh" / "config.yaml")
     assert (fresh_cfg.train.steps, fresh_cfg.train.phase1_steps) == (30, 9)
+    # ... and so are the data curriculum, the noisy-enrollment ramp and the warm-up
+    assert fresh_cfg.data.easy_steps == 15 and fresh_cfg.data.noisy_ref_ramp == [15, 30]
+    assert fresh_cfg.train.warmup_steps == 2
+    assert fresh_cfg.train.val_interval == 10  # the user's --set still applies
     train, val = split_records(read_metrics(out / "fresh"))
     assert max(r["step"] for r in train) >= 10 and train[-1]["phase"] == 2
     assert val, "the fresh run validated at least once"

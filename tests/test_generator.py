@@ -124,6 +124,27 @@ def test_reference_changes_the_output():
     assert (a - b).abs().max() > 1e-3 * a.abs().max()
 
 
+def test_film_statistics_pooling():
+    from hifi_tse.models.conditioning import FiLM
+
+    torch.manual_seed(0)
+    film = FiLM(6, "mean_std")
+    x, ref = torch.randn(3, 2, 5, 6), torch.randn(3, 2, 9, 6)
+    torch.testing.assert_close(film(x, ref), x)  # identity at init
+    with torch.no_grad():
+        film.proj.weight.normal_()
+    # two references with the same mean but different spread give different modulation
+    centred = ref - ref.mean(2, keepdim=True)
+    same_mean = ref + centred
+    assert (film(x, ref) - film(x, same_mean)).abs().max() > 1e-3
+    mean_only = FiLM(6, "mean")
+    with torch.no_grad():
+        mean_only.proj.weight.normal_()
+    torch.testing.assert_close(mean_only(x, ref), mean_only(x, same_mean), atol=1e-5, rtol=1e-5)
+    cfg = _cfg("model.film_pooling=mean_std")
+    assert build_generator(cfg).film.proj.in_features == 2 * cfg.model.feature_dim
+
+
 def _plain_attention(q, k, v):
     weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
     return weights @ v

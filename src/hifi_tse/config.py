@@ -93,6 +93,9 @@ class ModelConfig:
     )
     use_usef: bool = _f(True, doc="USEF cross-attention from mixture to reference")
     use_film: bool = _f(True, doc="FiLM from the time-pooled reference")
+    film_pooling: Literal["mean", "mean_std"] = _f(
+        "mean", doc="FiLM's pooling of reference features over time: mean, or mean and std"
+    )
     grad_checkpoint: bool = _f(True, doc="recompute GridNet blocks in backward")
     ref_dropout_prob: float = _f(0.1, lo=0.0, hi=1.0, doc="conditioning dropout in training")
     mask_limit: float = _f(0.0, lo=0.0, hi=100.0, doc="|mask| cap (0 = uncapped)")

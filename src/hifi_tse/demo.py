@@ -90,13 +90,28 @@ def build_corpus(corpus: Path, sample_rate: int, workers: int) -> None:
     )
 
 
+def budget_overrides(steps: int, phase1_fraction: float) -> list[str]:
+    """Config overrides that fit every schedule into ``steps``: phase 2 after
+    ``phase1_fraction``, the easy-to-hard data curriculum over the first half, the noisy-
+    enrollment ramp over the second half (so the run ends on the test distribution), and a
+    warm-up of 1/12 of the run (as `experiments/demo_config_search.py` measured)."""
+    half = max(steps // 2, 1)
+    return [
+        f"train.steps={steps}",
+        f"train.phase1_steps={max(int(steps * phase1_fraction), 1)}",
+        f"data.easy_steps={half}",
+        f"data.noisy_ref_ramp=[{half},{steps}]",
+        f"train.warmup_steps={max(steps // 12, 1)}",
+    ]
+
+
 def train_fresh(args: argparse.Namespace, run_dir: Path) -> None:
-    """Train with the step schedule sized to the budget so both phases fit in it."""
+    """Train with the schedules sized to the budget so both phases fit in it."""
     steps = max(int(args.minutes * args.expected_steps_per_minute), 20)
-    phase1 = max(int(steps * args.phase1_fraction), 1)
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a demo run always starts fresh
-    overrides = [*args.overrides, f"train.steps={steps}", f"train.phase1_steps={phase1}"]
+    # the user's --set comes last, so it wins over the budget sizing
+    overrides = [*budget_overrides(steps, args.phase1_fraction), *args.overrides]
     sets = [item for o in overrides for item in ("--set", o)]
     _cli(
         [
