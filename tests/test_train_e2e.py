@@ -19,6 +19,7 @@ import torch
 
 from hifi_tse.cli import main
 from hifi_tse.config import load_config
+from hifi_tse.errors import UserError
 from hifi_tse.train.checkpoint import capture_rng_state, load_checkpoint
 from hifi_tse.train.schedule import lr_at
 
@@ -170,6 +171,31 @@ def test_sigkill_then_resume_reproduces_losses_exactly(
     assert _records(run, "train") == _records(reference_run, "train")
     assert _records(run, "val") == _records(reference_run, "val")
     assert _end(run)["weights_sha256_per_rank"] == _end(reference_run)["weights_sha256_per_rank"]
+
+
+def test_sigterm_saves_and_stops_then_resumes(tiny_packs: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    sets = ("train.steps=500", "train.phase1_steps=1")
+    argv = [sys.executable, "-m", "hifi_tse", *_cmd(tiny_packs, run, *sets)]
+    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not (run / "metrics.jsonl").exists() or not _records(run, "train"):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert "SIGTERM at step" in out.decode()
+    end = _end(run)
+    assert end["reason"] == "signal" and 0 < end["step"] < 500
+    final = torch.load(run / "checkpoint_final.pt", map_location="cpu", weights_only=True)
+    assert final["step"] == end["step"]
+    assert (run / f"checkpoint_{end['step']:07d}.pt").is_file()  # what --resume latest takes
+    steps = f"train.steps={end['step'] + 1}"
+    more = _cmd(tiny_packs, run, sets[1], steps, extra=("--resume", "latest"))
+    assert main(more) == 0
+    assert _end(run)["step"] == end["step"] + 1 and _end(run)["reason"] == "steps"
 
 
 def test_reset_optimizer_keeps_step_and_lr_and_reset_patience(
@@ -403,3 +429,36 @@ def test_dataloader_workers_do_not_change_training(tiny_packs: Path, tmp_path: P
         losses.append([(r["step"], r["loss/total"]) for r in _records(run, "train")])
         assert len(losses[-1]) == 3
     assert losses[0] == losses[1]
+
+
+def test_init_from_fine_tunes_with_new_level_features(
+    reference_run: Path, tiny_packs: Path, tmp_path: Path, capsys
+):
+    """A new run warm-started from a finished one: shared weights copied, new ones (the
+    zero-initialised level features) added, so the first validation matches the source."""
+    source = reference_run / "checkpoint_final.pt"
+    run = tmp_path / "finetune"
+    sets = ("train.steps=2", "train.phase1_steps=1", "train.val_interval=1")
+    sets += ("band_split.level_features=true",)
+    assert main(_cmd(tiny_packs, run, *sets, extra=("--init-from", str(source)))) == 0
+    out = capsys.readouterr().out
+    assert "weight tensors copied; initialised afresh: encoder.level_weight" in out
+    ckpt = torch.load(run / "checkpoint_final.pt", map_location="cpu", weights_only=True)
+    assert ckpt["step"] == 2 and "encoder.level_weight" in ckpt["model"]
+    src = torch.load(source, map_location="cpu", weights_only=True)
+    # two steps of fine-tuning moved the weights only a little from the source's EMA
+    drift = max(
+        (ckpt["model"][k] - src["ema"][k]).abs().max().item() for k in src["ema"] if "weight" in k
+    )
+    assert 0 < drift < 0.1
+
+
+def test_init_from_rejects_other_shapes_and_resume(reference_run: Path, tiny_packs, tmp_path):
+    source = str(reference_run / "checkpoint_final.pt")
+    with pytest.raises(UserError, match="other shapes"):
+        from hifi_tse.models.generator import build_generator
+        from hifi_tse.train.trainer import warm_start
+
+        warm_start(build_generator(load_config(TINY, ["model.feature_dim=12"])), source)
+    both = ("--init-from", source, "--resume", "latest")
+    assert main(_cmd(tiny_packs, tmp_path / "r", extra=both)) == 2

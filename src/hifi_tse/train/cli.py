@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="on resume: forget best TP SI-SDR and the early-stopping counter",
     )
     parser.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="start a new run from a checkpoint's generator weights (fine-tuning): names and "
+        "shapes must match; weights the checkpoint lacks keep their initialisation",
+    )
+    parser.add_argument(
         "--max-minutes", type=float, help="wall-clock budget; stop with a final checkpoint"
     )
     parser.add_argument(
@@ -70,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.reset_optimizer or args.reset_patience) and not args.resume:
         raise UserError("--reset-optimizer/--reset-patience: only valid with --resume")
+    if args.init_from and args.resume:
+        raise UserError("--init-from starts a new run; it cannot be combined with --resume")
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise UserError(f"--max-minutes: expected a positive number, got {args.max_minutes}")
     rank = int(os.environ.get("RANK", "0"))
@@ -91,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         reset_optimizer=args.reset_optimizer,
         reset_patience=args.reset_patience,
+        init_from=args.init_from,
         max_minutes=args.max_minutes,
         allow_unsafe_loss=args.allow_unsafe_loss,
         device=args.device,

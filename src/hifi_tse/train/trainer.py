@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,6 +89,7 @@ class TrainOptions:
     resume: str | None = None
     reset_optimizer: bool = False
     reset_patience: bool = False
+    init_from: str | None = None
     max_minutes: float | None = None
     allow_unsafe_loss: bool = False
     device: str | None = None
@@ -142,6 +145,36 @@ def check_loss_safety(cfg: Config, allow_unsafe: bool) -> list[str]:
     return warnings
 
 
+def warm_start(generator: torch.nn.Module, path: str | Path) -> tuple[int, list[str]]:
+    """Copy a checkpoint's generator weights (EMA when present) into ``generator`` wherever
+    name and shape match; the rest keep their initialisation (e.g. zero-initialised level
+    features added to an older model). Returns ``(tensors copied, names left as initialised)``.
+
+    Raises UserError when nothing matches or a shared name has another shape (another
+    architecture: fine-tune with the checkpoint's own model settings instead).
+    """
+    from hifi_tse.infer.loading import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    source = ckpt["ema"] if isinstance(ckpt.get("ema"), dict) else ckpt["model"]
+    target = generator.state_dict()
+    mismatched = [
+        f"{name} {tuple(source[name].shape)} vs {tuple(value.shape)}"
+        for name, value in target.items()
+        if name in source and source[name].shape != value.shape
+    ]
+    if mismatched:
+        raise UserError(
+            f"--init-from {path}: {len(mismatched)} weights have other shapes than this "
+            f"config's generator (first: {mismatched[0]}); use the checkpoint's model settings"
+        )
+    shared = {name: source[name] for name in target if name in source}
+    if not shared:
+        raise UserError(f"--init-from {path}: no weight names match this config's generator")
+    generator.load_state_dict(shared, strict=False)
+    return len(shared), [name for name in target if name not in source]
+
+
 def derived_seed(*parts: int) -> int:
     """A 32-bit seed from integers (e.g. base seed and rank), independent streams per tuple."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
@@ -193,6 +226,13 @@ class Trainer:
         self._build_models()
         if checkpoint is not None:
             self._restore(checkpoint)
+        elif opts.init_from:
+            copied, new = warm_start(self.generator, opts.init_from)
+            self.ema.load_state_dict(self.generator.state_dict())
+            self.log.info(
+                f"--init-from {opts.init_from}: {copied} weight tensors copied"
+                + (f"; initialised afresh: {', '.join(new)}" if new else "")
+            )
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
@@ -368,6 +408,7 @@ class Trainer:
         )
         self.log.jsonl({"kind": "event", "event": "start", "step": self.state.step})
         stop_reason = "steps"
+        stop_signal = _StopSignal()
         try:
             while self.state.step < cfg.train.steps:
                 self.run_one_step()
@@ -384,12 +425,20 @@ class Trainer:
                         f"dB at step {self.state.best_step})"
                     )
                     break
+                if any_rank(stop_signal.received is not None, self.device):
+                    stop_reason = "signal"
+                    self.log.info(
+                        f"{stop_signal.received or 'stop signal on another rank'} at step "
+                        f"{step}: saving and stopping (continue with --resume latest)"
+                    )
+                    break
                 if any_rank(time.monotonic() - start > budget_s, self.device):
                     stop_reason = "max_minutes"
                     self.log.info(f"--max-minutes reached at step {step}: stopping cleanly")
                     break
             self.finish(stop_reason)
         finally:
+            stop_signal.restore()
             self.log.close()
         return 0
 
@@ -607,6 +656,29 @@ class Trainer:
             f"done at step {step} ({reason}); best TP SI-SDR {self.state.best_si_sdr:.3f} dB "
             f"at step {self.state.best_step}"
         )
+
+
+class _StopSignal:
+    """SIGTERM (cluster pre-emption, ``kill``) or SIGINT (Ctrl-C) asks the loop to stop after
+    the current step with a checkpoint; a second signal of either kind acts as usual."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+        self.restore()  # the next signal is not intercepted
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 def train(opts: TrainOptions) -> int:
