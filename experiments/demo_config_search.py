@@ -27,6 +27,9 @@ COMMON = [
     "train.val_interval=150",
     "train.val_examples=64",
     "data.num_workers=0",
+    # the starting point of the search; variants switch these on
+    "band_split.level_features=false",
+    "model.film_pooling=mean",
 ]
 # The data and learning-rate schedules sized to the 1200-step budget instead of 8000 steps.
 SCALED = [
@@ -43,6 +46,14 @@ VARIANTS: dict[str, list[str]] = {
         *SCALED,
         "band_split.level_features=true",
         "model.film_pooling=mean_std",
+    ],
+    "scaled_level_1block_f64": [
+        *SCALED,
+        "band_split.level_features=true",
+        "model.num_blocks=1",
+        "model.reinject_blocks=[0]",
+        "model.feature_dim=64",
+        "model.lstm_hidden=64",
     ],
     "scaled_level_phase1_600": [
         *SCALED,

@@ -1,4 +1,4 @@
-"""The over-suppression experiment: the same demo run three ways.
+"""The over-suppression experiment: the same demo run four ways.
 
 1. ``legacy_db``  — the seed's bug: the target-absent term is a raw (clamped) dB value, so
    a quieter output always lowers the loss; no amplitude anchor (``lambda_amp = 0``);
@@ -31,7 +31,7 @@ VARIANTS: dict[str, list[str]] = {
 }
 # The variants whose objective the start-up audit refuses (the point of running them).
 UNSAFE = {"legacy_db", "relu", "relu_amp"}
-# Shared by all three runs: an early phase 2 with a generous share of target-absent mixtures.
+# Shared by all runs: an early phase 2 with a generous share of target-absent mixtures.
 COMMON = [
     "train.steps=900",
     "train.phase1_steps=250",
@@ -39,6 +39,9 @@ COMMON = [
     "train.val_examples=64",
     "data.easy_steps=250",
     "data.ta_ratio=0.3",
+    # the architecture of the runs made first (before demo.yaml gained these options)
+    "band_split.level_features=false",
+    "model.film_pooling=mean",
 ]
 
 
@@ -117,7 +120,7 @@ def write_doc(runs: dict[str, Path], args: argparse.Namespace) -> None:
     lines = [
         "# The over-suppression experiment",
         "",
-        "The same demo run three ways (`experiments/over_suppression.py "
+        "The same demo run four ways (`experiments/over_suppression.py"
         "`): configs/demo.yaml with "
         f"`{' '.join(COMMON)}`, {cfg.train.steps} steps each on CPU (1 thread), phase 2 from "
         f"step {cfg.train.phase1_steps}. Validation: the fixed set of "
