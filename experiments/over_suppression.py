@@ -28,6 +28,11 @@ VARIANTS: dict[str, list[str]] = {
     "relu": ["loss_weights.ta_loss=relu", "loss_weights.lambda_amp=0.0"],
     "relu_amp": ["loss_weights.ta_loss=relu", "loss_weights.lambda_amp=1.0"],
     "relu_amp10": ["loss_weights.ta_loss=relu", "loss_weights.lambda_amp=10.0"],
+    "relu_amp10_below": [
+        "loss_weights.ta_loss=relu",
+        "loss_weights.lambda_amp=10.0",
+        "loss_weights.amp_only_below=true",
+    ],
 }
 # The variants whose objective the start-up audit refuses (the point of running them).
 UNSAFE = {"legacy_db", "relu", "relu_amp"}
@@ -130,6 +135,7 @@ def write_doc(runs: dict[str, Path], args: argparse.Namespace) -> None:
         "- `relu`: `ta_loss=relu lambda_amp=0` (change 1 of the seed only)",
         "- `relu_amp`: `ta_loss=relu lambda_amp=1` (the first default)",
         "- `relu_amp10`: `ta_loss=relu lambda_amp=10` (the default now)",
+        "- `relu_amp10_below`: as relu_amp10 with `amp_only_below=true` (one-sided anchor)",
         "",
         f"![curves]({png.name})",
         "",

@@ -128,3 +128,10 @@ def test_cli_with_data_uses_fixed_examples(tmp_path, capsys):
     # a missing packs dir is a one-line user error (exit 2)
     assert main(["audit-loss", "--config", TINY, "--data", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_one_sided_anchor_holds_the_same_blind_gain():
+    sets = ["audio.sample_rate=8000", "loss_weights.lambda_amp=10"]
+    two = audit_objective(load_config(TINY, sets))
+    one = audit_objective(load_config(TINY, [*sets, "loss_weights.amp_only_below=true"]))
+    assert one.ok and abs(one.blind_gain - two.blind_gain) < 0.01

@@ -91,7 +91,12 @@ def test_amplitude_loss_zero_gradient_at_right_level_and_log_symmetric():
     loss.backward()
     assert loss.item() == pytest.approx(0.0, abs=1e-10)
     assert est.grad.abs().max().item() < 1e-6
+    # one-sided: a quiet output costs the same, a loud one nothing
+    quiet = amplitude_loss(0.5 * target, target, min_ratio=0.05, eps=EPS, only_below=True)
+    loud = amplitude_loss(2.0 * target, target, min_ratio=0.05, eps=EPS, only_below=True)
+    assert loud.item() == 0.0
     half = amplitude_loss(0.5 * target, target, min_ratio=0.05, eps=EPS)
+    assert quiet.item() == pytest.approx(half.item())
     double = amplitude_loss(2.0 * target, target, min_ratio=0.05, eps=EPS)
     assert half.item() == pytest.approx(double.item(), rel=1e-5)
     assert half.item() > 0.4

@@ -124,6 +124,9 @@ class LossConfig:
     )
     legacy_floor_db: float = _f(-40.0, lo=-200.0, hi=0.0, doc="legacy_db clamp floor, dB")
     amp_min_ratio: float = _f(0.05, lo=1e-6, hi=1.0, doc="rms ratio clamp in amplitude loss")
+    amp_only_below: bool = _f(
+        False, doc="amplitude loss penalises only a too-quiet TP output (rms ratio < 1)"
+    )
     eps: float = _f(1e-8, lo=0.0, hi=1e-2, doc="numerical floor in losses")
     phase_resolutions: list[list[int]] = _f(
         [[512, 240, 50], [1024, 600, 120], [2048, 1200, 240]],

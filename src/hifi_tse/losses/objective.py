@@ -125,7 +125,7 @@ class Objective(nn.Module):
             if phase == PHASE_TP:
                 sep = -si_sdr(est, tgt, c.eps).mean()
                 phase_l = self.phase_loss(est, tgt)
-                amp = amplitude_loss(est, tgt, c.amp_min_ratio, c.eps)
+                amp = amplitude_loss(est, tgt, c.amp_min_ratio, c.eps, c.amp_only_below)
                 mrstft = self.mrstft(est, tgt) if self.mrstft is not None else None
                 ta_part = self._ta_term(est[ta]).mean() if has_ta else zero
             else:
@@ -140,7 +140,11 @@ class Objective(nn.Module):
                 )
                 sep = (1.0 - c.ta_weight) * tp_part + c.ta_weight * ta_part
                 phase_l = self.phase_loss(est, tgt, tp)
-                amp = amplitude_loss(est[tp], tgt[tp], c.amp_min_ratio, c.eps) if has_tp else zero
+                amp = (
+                    amplitude_loss(est[tp], tgt[tp], c.amp_min_ratio, c.eps, c.amp_only_below)
+                    if has_tp
+                    else zero
+                )
                 mrstft = self.mrstft(est, tgt, tp) if self.mrstft is not None else None
 
             total = c.lambda_sep * sep + c.lambda_phase * phase_l + c.lambda_amp * amp

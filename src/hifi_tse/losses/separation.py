@@ -122,15 +122,23 @@ def rms(x: Tensor, eps: float) -> Tensor:
     return torch.sqrt(x.pow(2).mean(dim=-1) + eps * eps)
 
 
-def amplitude_loss(estimate: Tensor, target: Tensor, min_ratio: float, eps: float) -> Tensor:
+def amplitude_loss(
+    estimate: Tensor, target: Tensor, min_ratio: float, eps: float, only_below: bool = False
+) -> Tensor:
     """Amplitude anchor ``mean(log(clamp(rms_est / rms_tgt, min=min_ratio))^2)``: scalar.
 
     Symmetric in log space (0.5x and 2x cost the same), zero with zero gradient at the
     right level. SI-SDR is blind to scale; this term is what holds the TP level.
+    ``only_below``: penalise only a too-quiet output (ratio < 1), the over-suppression side;
+    early in training the output is too loud because it still holds the interferers, and
+    the two-sided anchor then pulls the level down while SI-SDR is still being learned.
     """
     check_pair(estimate, target)
     ratio = rms(estimate, eps) / rms(target, eps).clamp(min=eps)
-    return torch.log(ratio.clamp(min=min_ratio)).pow(2).mean()
+    log_ratio = torch.log(ratio.clamp(min=min_ratio))
+    if only_below:
+        log_ratio = log_ratio.clamp(max=0.0)
+    return log_ratio.pow(2).mean()
 
 
 def ta_term(
