@@ -46,9 +46,9 @@ def test_demo_trains_evaluates_extracts_and_reports(tiny_packs, tmp_path, one_th
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"shipped model", "fresh (0.25 min)"}
     assert summary["shipped model"]["ta_suppression_db"] is not None
-    # both curriculum phases ran: the schedule is sized to the budget, phase 1 = 30 % of it
+    # both curriculum phases ran: the schedule is sized to the budget, phase 1 = half of it
     fresh_cfg = load_config(out / "fresh" / "config.yaml")
-    assert (fresh_cfg.train.steps, fresh_cfg.train.phase1_steps) == (30, 9)
+    assert (fresh_cfg.train.steps, fresh_cfg.train.phase1_steps) == (30, 15)
     # ... and so are the data curriculum, the noisy-enrollment ramp and the warm-up
     assert fresh_cfg.data.easy_steps == 15 and fresh_cfg.data.noisy_ref_ramp == [15, 30]
     assert fresh_cfg.train.warmup_steps == 2

@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--phase1-fraction",
         type=float,
-        default=0.3,
+        default=0.5,
         help="share of the expected steps spent in phase 1 (TP only)",
     )
     p.add_argument(
