@@ -60,6 +60,12 @@ VARIANTS: dict[str, list[str]] = {
         "band_split.level_features=true",
         "train.phase1_steps=600",
     ],
+    "scaled_level_phase1_600_below": [
+        *SCALED,
+        "band_split.level_features=true",
+        "train.phase1_steps=600",
+        "loss_weights.amp_only_below=true",
+    ],
     "scaled_phase1_600": [*SCALED, "train.phase1_steps=600"],
     "scaled_seg1.5_b11": [*SCALED, "audio.segment_seconds=1.5", "train.batch_size=11"],
     "scaled_1block_f64": [

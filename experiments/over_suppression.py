@@ -1,11 +1,13 @@
-"""The over-suppression experiment: the same demo run four ways.
+"""The over-suppression experiment: the same demo run five ways.
 
 1. ``legacy_db``  — the seed's bug: the target-absent term is a raw (clamped) dB value, so
    a quieter output always lowers the loss; no amplitude anchor (``lambda_amp = 0``);
 2. ``relu``       — the thresholded term ``relu(energy_db - ta_target_db)``, still no anchor;
 3. ``relu_amp``   — relu plus the TP amplitude loss at ``lambda_amp = 1`` (the first default);
 4. ``relu_amp10``  — relu plus the amplitude loss at ``lambda_amp = 10`` (the default now:
-   ``hifi-tse audit-loss`` puts the blind gain of weight 1 at 0.65, of weight 10 at 0.96).
+   ``hifi-tse audit-loss`` puts the blind gain of weight 1 at 0.65, of weight 10 at 0.96);
+5. ``relu_amp10_below`` — as 4 with the one-sided anchor (``amp_only_below``): only a
+   too-quiet output is penalised.
 
 Every run has the same seed, data stream and step schedule; only the loss differs. Phase 2
 (target absent allowed) starts early so the runs spend most of their budget where the bug
@@ -125,7 +127,7 @@ def write_doc(runs: dict[str, Path], args: argparse.Namespace) -> None:
     lines = [
         "# The over-suppression experiment",
         "",
-        "The same demo run four ways (`experiments/over_suppression.py"
+        "The same demo run five ways (`experiments/over_suppression.py"
         "`): configs/demo.yaml with "
         f"`{' '.join(COMMON)}`, {cfg.train.steps} steps each on CPU (1 thread), phase 2 from "
         f"step {cfg.train.phase1_steps}. Validation: the fixed set of "
