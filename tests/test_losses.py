@@ -79,7 +79,7 @@ def test_legacy_energy_db_is_raw_negative_db_and_warns():
 
 def test_amplitude_loss_seed_value_at_ratio_0738():
     _, target = _pair()
-    loss = amplitude_loss(0.738 * target, target, min_ratio=0.05, eps=EPS)
+    loss = amplitude_loss(0.738 * target, target, min_ratio=0.05, eps=EPS, only_below=False)
     assert loss.item() == pytest.approx(math.log(0.738) ** 2, rel=1e-4)
     assert loss.item() == pytest.approx(0.092, abs=1e-3)
 
@@ -87,7 +87,7 @@ def test_amplitude_loss_seed_value_at_ratio_0738():
 def test_amplitude_loss_zero_gradient_at_right_level_and_log_symmetric():
     _, target = _pair()
     est = target.clone().requires_grad_(True)
-    loss = amplitude_loss(est, target, min_ratio=0.05, eps=EPS)
+    loss = amplitude_loss(est, target, min_ratio=0.05, eps=EPS, only_below=False)
     loss.backward()
     assert loss.item() == pytest.approx(0.0, abs=1e-10)
     assert est.grad.abs().max().item() < 1e-6
@@ -95,9 +95,9 @@ def test_amplitude_loss_zero_gradient_at_right_level_and_log_symmetric():
     quiet = amplitude_loss(0.5 * target, target, min_ratio=0.05, eps=EPS, only_below=True)
     loud = amplitude_loss(2.0 * target, target, min_ratio=0.05, eps=EPS, only_below=True)
     assert loud.item() == 0.0
-    half = amplitude_loss(0.5 * target, target, min_ratio=0.05, eps=EPS)
+    half = amplitude_loss(0.5 * target, target, min_ratio=0.05, eps=EPS, only_below=False)
     assert quiet.item() == pytest.approx(half.item())
-    double = amplitude_loss(2.0 * target, target, min_ratio=0.05, eps=EPS)
+    double = amplitude_loss(2.0 * target, target, min_ratio=0.05, eps=EPS, only_below=False)
     assert half.item() == pytest.approx(double.item(), rel=1e-5)
     assert half.item() > 0.4
 
@@ -105,7 +105,7 @@ def test_amplitude_loss_zero_gradient_at_right_level_and_log_symmetric():
 def test_amplitude_loss_clamps_tiny_ratio_and_stays_finite_on_silence():
     _, target = _pair()
     est = torch.zeros_like(target, requires_grad=True)
-    loss = amplitude_loss(est, target, min_ratio=0.05, eps=EPS)
+    loss = amplitude_loss(est, target, min_ratio=0.05, eps=EPS, only_below=False)
     loss.backward()
     assert loss.item() == pytest.approx(math.log(0.05) ** 2, rel=1e-5)
     assert torch.isfinite(est.grad).all()
@@ -153,7 +153,7 @@ def test_wrong_shapes_raise_type_error(shapes):
     with pytest.raises(TypeError):
         si_sdr(a, b, EPS)
     with pytest.raises(TypeError):
-        amplitude_loss(a, b, min_ratio=0.05, eps=EPS)
+        amplitude_loss(a, b, min_ratio=0.05, eps=EPS, only_below=False)
     with pytest.raises(TypeError):
         PhaseSensitiveLoss(RES_48K, 16000)(a, b)
     with pytest.raises(TypeError):

@@ -123,7 +123,7 @@ def rms(x: Tensor, eps: float) -> Tensor:
 
 
 def amplitude_loss(
-    estimate: Tensor, target: Tensor, min_ratio: float, eps: float, only_below: bool = False
+    estimate: Tensor, target: Tensor, min_ratio: float, eps: float, only_below: bool
 ) -> Tensor:
     """Amplitude anchor ``mean(log(clamp(rms_est / rms_tgt, min=min_ratio))^2)``: scalar.
 
