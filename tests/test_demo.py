@@ -7,6 +7,7 @@ import torch
 
 from hifi_tse.cli import main
 from hifi_tse.config import load_config
+from hifi_tse.demo import STEP_BUDGET_SHARE, schedule_steps
 from hifi_tse.infer.loading import load_generator, save_generator_checkpoint
 from hifi_tse.models.generator import build_generator
 from hifi_tse.train.curves import loss_term_names, read_metrics, split_records
@@ -29,9 +30,9 @@ def test_demo_trains_evaluates_extracts_and_reports(tiny_packs, tmp_path, one_th
             "--config",
             str(TINY),
             "--minutes",
-            "0.25",
-            "--expected-steps-per-minute",
-            "120",
+            "0.5",
+            "--timing-steps",
+            "10",
             "--eval-examples",
             "8",
             "--shipped",
@@ -42,16 +43,25 @@ def test_demo_trains_evaluates_extracts_and_reports(tiny_packs, tmp_path, one_th
     )
     assert code == 0
     report = (out / "report.md").read_text()
-    assert "| TP SI-SDRi (dB) |" in report and "fresh (0.25 min)" in report
+    assert "| TP SI-SDRi (dB) |" in report and "fresh (0.5 min)" in report
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"shipped model", "fresh (0.25 min)"}
+    assert set(summary) == {"shipped model", "fresh (0.5 min)"}
     assert summary["shipped model"]["ta_suppression_db"] is not None
-    # both curriculum phases ran: the schedule is sized to the budget, phase 1 = half of it
+    # the schedule was sized from a timing run on this machine to what is left of the budget
+    schedule = json.loads((out / "fresh_schedule.json").read_text())
+    assert 0 < schedule["calibration_s"] < 30 and not (out / "fresh_timing").exists()
+    steps = schedule["steps"]
+    assert steps == schedule_steps(
+        30 - schedule["calibration_s"], 60 / schedule["steps_per_minute"]
+    )
+    assert f"a schedule of {steps} steps" in report
+    # both curriculum phases ran: phase 1 = half of the schedule
     fresh_cfg = load_config(out / "fresh" / "config.yaml")
-    assert (fresh_cfg.train.steps, fresh_cfg.train.phase1_steps) == (30, 15)
+    half = steps // 2
+    assert (fresh_cfg.train.steps, fresh_cfg.train.phase1_steps) == (steps, half)
     # ... and so are the data curriculum, the noisy-enrollment ramp and the warm-up
-    assert fresh_cfg.data.easy_steps == 15 and fresh_cfg.data.noisy_ref_ramp == [15, 30]
-    assert fresh_cfg.train.warmup_steps == 2
+    assert fresh_cfg.data.easy_steps == half and fresh_cfg.data.noisy_ref_ramp == [half, steps]
+    assert fresh_cfg.train.warmup_steps == max(steps // 12, 1)
     assert fresh_cfg.train.val_interval == 10  # the user's --set still applies
     train, val = split_records(read_metrics(out / "fresh"))
     assert max(r["step"] for r in train) >= 10 and train[-1]["phase"] == 2
@@ -99,3 +109,9 @@ def test_onnx_export_in_process_leaves_grad_mode_alone(tmp_path):
     assert main(["export", "--checkpoint", str(ckpt), "-o", str(tmp_path / "m.onnx")]) == 0
     assert (tmp_path / "m.onnx").stat().st_size > 0
     assert torch.is_grad_enabled()
+
+
+def test_schedule_steps_fill_the_budget_share():
+    # 600 s at 0.5 s/step: 1200 steps, less the share kept for validation and checkpoints
+    assert schedule_steps(600.0, 0.5) == int(STEP_BUDGET_SHARE * 1200)
+    assert schedule_steps(1.0, 0.5) == 20  # never fewer than 20 (both phases must exist)

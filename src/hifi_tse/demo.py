@@ -32,6 +32,15 @@ DEFAULT_SHIPPED = REPO / "models" / "demo_model.pt"
 # Fixed test-set draw of the report, so two demo runs score the same mixtures.
 EVAL_SEED = 7
 SEPARATE_SEED = 11
+# The fresh run's schedule is sized from the speed of a short timed run of the same config on
+# this machine (CPUs differ by 1.5x and more, and a schedule that does not fit the budget ends
+# before phase 2 and the learning-rate decay). The first log interval holds start-up and the
+# data workers' first batches, so it is not timed.
+CALIBRATION_STEPS = 25  # default of --timing-steps
+CALIBRATION_LOG_INTERVAL = 5
+# Share of the remaining budget given to training steps; the rest covers validation passes
+# and checkpoint writes (1.5 % of a 15-minute run, measured).
+STEP_BUDGET_SHARE = 0.95
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,8 +58,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--expected-steps-per-minute",
         type=float,
-        default=90.0,
-        help="sizes the step schedule to the budget (measured 93 on a quiet 2-core CPU, 1 thread)",
+        default=None,
+        help="size the step schedule from this speed instead of timing training steps first",
+    )
+    p.add_argument(
+        "--timing-steps",
+        type=int,
+        default=CALIBRATION_STEPS,
+        help="training steps of the timing run that sizes the schedule",
     )
     p.add_argument("--shipped", type=Path, default=DEFAULT_SHIPPED, help="shipped demo model")
     p.add_argument("--eval-examples", type=int, default=120, help="test mixtures scored")
@@ -105,13 +120,15 @@ def budget_overrides(steps: int, phase1_fraction: float) -> list[str]:
     ]
 
 
-def train_fresh(args: argparse.Namespace, run_dir: Path) -> None:
-    """Train with the schedules sized to the budget so both phases fit in it."""
-    steps = max(int(args.minutes * args.expected_steps_per_minute), 20)
+def _train(
+    args: argparse.Namespace,
+    run_dir: Path,
+    minutes: float,
+    overrides: list[str],
+    extra: tuple[str, ...] = (),
+) -> None:
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a demo run always starts fresh
-    # the user's --set comes last, so it wins over the budget sizing
-    overrides = [*budget_overrides(steps, args.phase1_fraction), *args.overrides]
     sets = [item for o in overrides for item in ("--set", o)]
     _cli(
         [
@@ -123,12 +140,78 @@ def train_fresh(args: argparse.Namespace, run_dir: Path) -> None:
             "--out",
             str(run_dir),
             "--max-minutes",
-            str(args.minutes),
+            str(minutes),
             "--threads",
             str(args.threads),
+            *extra,
             *sets,
         ]
     )
+
+
+def calibrate_step_seconds(args: argparse.Namespace, scratch: Path) -> float:
+    """Seconds per training step of the demo config on this machine (data loading included):
+    the median log interval of a short run, leaving out the first one (start-up)."""
+    from hifi_tse.train.curves import read_metrics, split_records
+
+    if args.timing_steps < 2 * CALIBRATION_LOG_INTERVAL:
+        raise UserError(
+            f"--timing-steps: expected at least {2 * CALIBRATION_LOG_INTERVAL}, "
+            f"got {args.timing_steps}"
+        )
+    # the user's model and data settings apply; every schedule is squeezed into the timing run
+    overrides = [
+        *args.overrides,
+        *budget_overrides(args.timing_steps, args.phase1_fraction),
+        f"train.log_interval={CALIBRATION_LOG_INTERVAL}",
+        f"train.val_interval={args.timing_steps + 1}",
+        # the trainer validates once at the end: keep that pass small, it is not timed
+        "train.val_examples=2",
+        "train.val_batch_size=2",
+        "train.val_audio_examples=0",
+        f"train.save_interval={args.timing_steps + 1}",
+    ]
+    _train(args, scratch, args.minutes, overrides, extra=("--no-tensorboard",))
+    train, _ = split_records(read_metrics(scratch))
+    timed = [r["step_time"] for r in train if r["step"] > CALIBRATION_LOG_INTERVAL]
+    if not timed:
+        raise UserError(f"{scratch}: the timing run logged no step times")
+    shutil.rmtree(scratch)
+    return float(np.median(timed))
+
+
+def schedule_steps(seconds_left: float, step_seconds: float) -> int:
+    """Training steps that fit ``seconds_left`` at ``step_seconds`` per step, after the share
+    kept for validation and checkpoints; at least 20 so both phases exist."""
+    return max(int(STEP_BUDGET_SHARE * seconds_left / step_seconds), 20)
+
+
+def train_fresh(args: argparse.Namespace, run_dir: Path) -> dict[str, float]:
+    """Train with the schedules sized to the budget so both phases fit in it. Returns the
+    sizing: ``steps``, ``steps_per_minute`` and ``calibration_s`` (0 when given)."""
+    t0 = time.perf_counter()
+    if args.expected_steps_per_minute is not None:
+        step_seconds = 60.0 / args.expected_steps_per_minute
+    else:
+        step_seconds = calibrate_step_seconds(args, run_dir.parent / "fresh_timing")
+    calibration_s = time.perf_counter() - t0
+    minutes_left = args.minutes - calibration_s / 60.0
+    if minutes_left <= 0:
+        raise UserError(f"--minutes {args.minutes:g}: the timing run alone took longer")
+    steps = schedule_steps(minutes_left * 60.0, step_seconds)
+    print(
+        f"fresh schedule: {steps} steps ({60.0 / step_seconds:.0f} steps/min measured in "
+        f"{calibration_s:.0f} s) in the {minutes_left:.1f} min left",
+        flush=True,
+    )
+    # the user's --set comes last, so it wins over the budget sizing
+    overrides = [*budget_overrides(steps, args.phase1_fraction), *args.overrides]
+    _train(args, run_dir, minutes_left, overrides)
+    return {
+        "steps": steps,
+        "steps_per_minute": 60.0 / step_seconds,
+        "calibration_s": calibration_s,
+    }
 
 
 def evaluate(checkpoint: Path, corpus: Path, out: Path, examples: int) -> dict[str, Any]:
@@ -238,6 +321,7 @@ def render_report(
     examples: list[dict[str, Any]],
     out: Path,
     timings: dict[str, float],
+    notes: list[str],
 ) -> str:
     names = list(results)
     lines = [
@@ -253,6 +337,7 @@ def render_report(
         cells = " | ".join(_fmt(results[n][key]) for n in names)
         lines.append(f"| {label} | {cells} | {target_shipped} | {target_fresh} |")
     lines += ["", "Stage times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())]
+    lines += [line for note in notes for line in ("", note)]
     for name, link in rel_links.items():
         lines += ["", f"## {name}", "", link]
     if examples:
@@ -282,6 +367,7 @@ def run(args: argparse.Namespace) -> int:
 
     results: dict[str, dict[str, float | None]] = {}
     links: dict[str, str] = {}
+    notes: list[str] = []
     if args.shipped.is_file():
         t0 = _stage(f"evaluate the shipped demo model {args.shipped}")
         metrics = evaluate(args.shipped, args.corpus, out / "eval_shipped", args.eval_examples)
@@ -294,7 +380,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.skip_train:
         run_dir = out / "fresh"
         t0 = _stage(f"train a fresh model for {args.minutes:g} min ({args.config})")
-        train_fresh(args, run_dir)
+        schedule = train_fresh(args, run_dir)
+        (out / "fresh_schedule.json").write_text(json.dumps(schedule, indent=2))
+        notes.append(
+            f"Fresh run: a schedule of {schedule['steps']} steps (phase 2 from step "
+            f"{max(int(schedule['steps'] * args.phase1_fraction), 1)}), sized from "
+            f"{schedule['steps_per_minute']:.0f} steps/min"
+            + (
+                f" measured on this machine in a {schedule['calibration_s']:.0f} s timing run."
+                if args.expected_steps_per_minute is None
+                else " (--expected-steps-per-minute)."
+            )
+        )
         timings["train fresh"] = time.perf_counter() - t0
         plot_training_curves(run_dir, out / "fresh_curves.png", "fresh demo run")
         links["Fresh run: training curves"] = "![fresh curves](fresh_curves.png)"
@@ -316,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
     separate_examples(separator, examples, out / "examples")
     timings["separate"] = time.perf_counter() - t0
 
-    report = render_report(results, links, examples, out, timings)
+    report = render_report(results, links, examples, out, timings, notes)
     atomic_write_text(out / "report.md", report)
     (out / "summary.json").write_text(json.dumps(results, indent=2))
     print("\n" + report.split("\n\nStage times")[0])
