@@ -28,6 +28,8 @@ VARIANTS: dict[str, list[str]] = {
     "base": [],
     # three times the TA weight; the anchor scaled with it keeps the audit's blind gain
     "ta_w0.3": ["loss_weights.ta_weight=0.3", "loss_weights.lambda_amp=30"],
+    # three times the TA weight at the default anchor (audit blind gain 0.88, inside the band)
+    "ta_w0.3_amp10": ["loss_weights.ta_weight=0.3"],
     # more target-absent mixtures per batch
     "ta_ratio0.35": ["data.ta_ratio=0.35"],
     "ta_w0.3_ratio0.35": [

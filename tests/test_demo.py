@@ -3,11 +3,19 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from hifi_tse.cli import main
 from hifi_tse.config import load_config
-from hifi_tse.demo import STEP_BUDGET_SHARE, schedule_steps
+from hifi_tse.demo import (
+    MAX_AUTO_THREADS,
+    STEP_BUDGET_SHARE,
+    fastest,
+    schedule_steps,
+    thread_candidates,
+)
+from hifi_tse.errors import UserError
 from hifi_tse.infer.loading import load_generator, save_generator_checkpoint
 from hifi_tse.models.generator import build_generator
 from hifi_tse.train.curves import loss_term_names, read_metrics, split_records
@@ -33,6 +41,9 @@ def test_demo_trains_evaluates_extracts_and_reports(tiny_packs, tmp_path, one_th
             "0.5",
             "--timing-steps",
             "10",
+            # one thread: two xdist workers share the CPU (auto mode would also time all cores)
+            "--threads",
+            "1",
             "--eval-examples",
             "8",
             "--shipped",
@@ -50,6 +61,7 @@ def test_demo_trains_evaluates_extracts_and_reports(tiny_packs, tmp_path, one_th
     # the schedule was sized from a timing run on this machine to what is left of the budget
     schedule = json.loads((out / "fresh_schedule.json").read_text())
     assert 0 < schedule["calibration_s"] < 30 and not (out / "fresh_timing").exists()
+    assert schedule["threads"] == 1 and list(schedule["step_seconds_by_threads"]) == ["1"]
     steps = schedule["steps"]
     assert steps == schedule_steps(
         30 - schedule["calibration_s"], 60 / schedule["steps_per_minute"]
@@ -115,3 +127,14 @@ def test_schedule_steps_fill_the_budget_share():
     # 600 s at 0.5 s/step: 1200 steps, less the share kept for validation and checkpoints
     assert schedule_steps(600.0, 0.5) == int(STEP_BUDGET_SHARE * 1200)
     assert schedule_steps(1.0, 0.5) == 20  # never fewer than 20 (both phases must exist)
+
+
+def test_thread_choice_times_one_thread_and_the_cores():
+    auto = thread_candidates(None)
+    assert auto[0] == 1 and max(auto) <= MAX_AUTO_THREADS and auto == sorted(set(auto))
+    assert thread_candidates(3) == [3]
+    with pytest.raises(UserError, match="--threads"):
+        thread_candidates(0)
+    assert fastest({1: 1.6, 2: 1.1}) == 2  # quiet machine: both cores win
+    assert fastest({1: 0.9, 2: 30.0}) == 1  # busy machine: oversubscribed threads lose
+    assert fastest({1: 1.0, 2: 1.0}) == 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -41,6 +42,9 @@ CALIBRATION_LOG_INTERVAL = 5
 # Share of the remaining budget given to training steps; the rest covers validation passes
 # and checkpoint writes (1.5 % of a 15-minute run, measured).
 STEP_BUDGET_SHARE = 0.95
+# The most torch threads the timing run tries: the demo model's ops are small, and on a busy
+# machine more threads than free cores make every step many times slower.
+MAX_AUTO_THREADS = 4
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,7 +74,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shipped", type=Path, default=DEFAULT_SHIPPED, help="shipped demo model")
     p.add_argument("--eval-examples", type=int, default=120, help="test mixtures scored")
     p.add_argument("--skip-train", action="store_true", help="only evaluate the shipped model")
-    p.add_argument("--threads", type=int, default=1, help="torch threads in the trainer")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads in the trainer (default: time 1 thread and all cores, up to "
+        f"{MAX_AUTO_THREADS}, and train with the faster)",
+    )
     p.add_argument("--workers", type=int, default=2, help="corpus synthesis processes")
 
 
@@ -125,6 +135,7 @@ def _train(
     run_dir: Path,
     minutes: float,
     overrides: list[str],
+    threads: int,
     extra: tuple[str, ...] = (),
 ) -> None:
     if run_dir.exists():
@@ -142,16 +153,17 @@ def _train(
             "--max-minutes",
             str(minutes),
             "--threads",
-            str(args.threads),
+            str(threads),
             *extra,
             *sets,
         ]
     )
 
 
-def calibrate_step_seconds(args: argparse.Namespace, scratch: Path) -> float:
-    """Seconds per training step of the demo config on this machine (data loading included):
-    the median log interval of a short run, leaving out the first one (start-up)."""
+def calibrate_step_seconds(args: argparse.Namespace, scratch: Path, threads: int) -> float:
+    """Seconds per training step of the demo config on this machine with ``threads`` torch
+    threads (data loading included): the median log interval of a short run, leaving out the
+    first one (start-up)."""
     from hifi_tse.train.curves import read_metrics, split_records
 
     if args.timing_steps < 2 * CALIBRATION_LOG_INTERVAL:
@@ -171,7 +183,7 @@ def calibrate_step_seconds(args: argparse.Namespace, scratch: Path) -> float:
         "train.val_audio_examples=0",
         f"train.save_interval={args.timing_steps + 1}",
     ]
-    _train(args, scratch, args.minutes, overrides, extra=("--no-tensorboard",))
+    _train(args, scratch, args.minutes, overrides, threads, extra=("--no-tensorboard",))
     train, _ = split_records(read_metrics(scratch))
     timed = [r["step_time"] for r in train if r["step"] > CALIBRATION_LOG_INTERVAL]
     if not timed:
@@ -186,30 +198,55 @@ def schedule_steps(seconds_left: float, step_seconds: float) -> int:
     return max(int(STEP_BUDGET_SHARE * seconds_left / step_seconds), 20)
 
 
-def train_fresh(args: argparse.Namespace, run_dir: Path) -> dict[str, float]:
+def thread_candidates(requested: int | None) -> list[int]:
+    """Torch thread counts the timing run compares: the requested one, else 1 and the
+    usable cores (at most MAX_AUTO_THREADS)."""
+    if requested is not None:
+        if requested < 1:
+            raise UserError(f"--threads: expected a positive integer, got {requested}")
+        return [requested]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return sorted({1, min(cores or 1, MAX_AUTO_THREADS)})
+
+
+def fastest(step_seconds_by_threads: dict[int, float]) -> int:
+    """The thread count with the shortest step; the fewer threads on a tie."""
+    return min(sorted(step_seconds_by_threads), key=step_seconds_by_threads.__getitem__)
+
+
+def train_fresh(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     """Train with the schedules sized to the budget so both phases fit in it. Returns the
-    sizing: ``steps``, ``steps_per_minute`` and ``calibration_s`` (0 when given)."""
+    sizing: ``steps``, ``steps_per_minute``, ``threads``, ``step_seconds_by_threads`` (timed;
+    empty when ``--expected-steps-per-minute`` is given) and ``calibration_s``."""
     t0 = time.perf_counter()
+    candidates = thread_candidates(args.threads)
+    timed: dict[int, float] = {}
     if args.expected_steps_per_minute is not None:
-        step_seconds = 60.0 / args.expected_steps_per_minute
+        threads, step_seconds = candidates[-1], 60.0 / args.expected_steps_per_minute
     else:
-        step_seconds = calibrate_step_seconds(args, run_dir.parent / "fresh_timing")
+        for n in candidates:
+            timed[n] = calibrate_step_seconds(args, run_dir.parent / "fresh_timing", n)
+        threads = fastest(timed)
+        step_seconds = timed[threads]
     calibration_s = time.perf_counter() - t0
     minutes_left = args.minutes - calibration_s / 60.0
     if minutes_left <= 0:
         raise UserError(f"--minutes {args.minutes:g}: the timing run alone took longer")
     steps = schedule_steps(minutes_left * 60.0, step_seconds)
+    timing = ", ".join(f"{n} thread(s) {s:.2f} s/step" for n, s in timed.items())
     print(
-        f"fresh schedule: {steps} steps ({60.0 / step_seconds:.0f} steps/min measured in "
-        f"{calibration_s:.0f} s) in the {minutes_left:.1f} min left",
+        f"fresh schedule: {steps} steps at {60.0 / step_seconds:.0f} steps/min with {threads} "
+        f"thread(s) ({timing or 'given'}) in the {minutes_left:.1f} min left",
         flush=True,
     )
     # the user's --set comes last, so it wins over the budget sizing
     overrides = [*budget_overrides(steps, args.phase1_fraction), *args.overrides]
-    _train(args, run_dir, minutes_left, overrides)
+    _train(args, run_dir, minutes_left, overrides, threads)
     return {
         "steps": steps,
         "steps_per_minute": 60.0 / step_seconds,
+        "threads": threads,
+        "step_seconds_by_threads": {str(n): s for n, s in timed.items()},
         "calibration_s": calibration_s,
     }
 
@@ -385,10 +422,14 @@ def run(args: argparse.Namespace) -> int:
         notes.append(
             f"Fresh run: a schedule of {schedule['steps']} steps (phase 2 from step "
             f"{max(int(schedule['steps'] * args.phase1_fraction), 1)}), sized from "
-            f"{schedule['steps_per_minute']:.0f} steps/min"
+            f"{schedule['steps_per_minute']:.0f} steps/min with {schedule['threads']} torch "
+            "thread(s)"
             + (
-                f" measured on this machine in a {schedule['calibration_s']:.0f} s timing run."
-                if args.expected_steps_per_minute is None
+                f" measured on this machine in a {schedule['calibration_s']:.0f} s timing run "
+                "(s/step by threads: "
+                + ", ".join(f"{n}: {s:.2f}" for n, s in schedule["step_seconds_by_threads"].items())
+                + ")."
+                if schedule["step_seconds_by_threads"]
                 else " (--expected-steps-per-minute)."
             )
         )
