@@ -23,7 +23,7 @@ from hifi_tse.train.curves import loss_term_names, read_metrics, split_records
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
-def test_demo_trains_evaluates_extracts_and_reports(tiny_packs, tmp_path, one_thread):
+def test_demo_trains_evaluates_extracts_and_reports(tiny_packs, tmp_path, one_thread, capsys):
     cfg = load_config(TINY)
     shipped = tmp_path / "shipped.pt"
     save_generator_checkpoint(shipped, build_generator(cfg), cfg, step=0)
@@ -53,6 +53,11 @@ def test_demo_trains_evaluates_extracts_and_reports(tiny_packs, tmp_path, one_th
         ]
     )
     assert code == 0
+    console = capsys.readouterr()
+    # the thrown-away timing run prints one result line, not its training log
+    assert "timed 10 steps with 1 thread(s)" in console.out
+    assert "fresh_timing" not in console.out + console.err
+    assert "/fresh on cpu" in console.out + console.err  # ... while the fresh run still logs
     report = (out / "report.md").read_text()
     assert "| TP SI-SDRi (dB) |" in report and "fresh (0.5 min)" in report
     summary = json.loads((out / "summary.json").read_text())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import time
@@ -25,6 +26,7 @@ import numpy as np
 
 from hifi_tse.config import load_config
 from hifi_tse.errors import UserError
+from hifi_tse.train.logging_utils import LOG as TRAIN_LOG
 from hifi_tse.utils import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,13 +185,22 @@ def calibrate_step_seconds(args: argparse.Namespace, scratch: Path, threads: int
         "train.val_audio_examples=0",
         f"train.save_interval={args.timing_steps + 1}",
     ]
-    _train(args, scratch, args.minutes, overrides, threads, extra=("--no-tensorboard",))
+    # the timing run's console lines (and health warnings of an untrained model) would only
+    # confuse: it is thrown away, and one line reports its result
+    previous = TRAIN_LOG.level
+    TRAIN_LOG.setLevel(logging.ERROR)
+    try:
+        _train(args, scratch, args.minutes, overrides, threads, extra=("--no-tensorboard",))
+    finally:
+        TRAIN_LOG.setLevel(previous)
     train, _ = split_records(read_metrics(scratch))
     timed = [r["step_time"] for r in train if r["step"] > CALIBRATION_LOG_INTERVAL]
     if not timed:
         raise UserError(f"{scratch}: the timing run logged no step times")
     shutil.rmtree(scratch)
-    return float(np.median(timed))
+    step_seconds = float(np.median(timed))
+    print(f"timed {args.timing_steps} steps with {threads} thread(s): {step_seconds:.2f} s/step")
+    return step_seconds
 
 
 def schedule_steps(seconds_left: float, step_seconds: float) -> int:
