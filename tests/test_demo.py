@@ -143,3 +143,18 @@ def test_thread_choice_times_one_thread_and_the_cores():
     assert fastest({1: 1.6, 2: 1.1}) == 2  # quiet machine: both cores win
     assert fastest({1: 0.9, 2: 30.0}) == 1  # busy machine: oversubscribed threads lose
     assert fastest({1: 1.0, 2: 1.0}) == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--expected-steps-per-minute", "0"], "--expected-steps-per-minute: expected a positive"),
+        (["--timing-steps", "5"], "--timing-steps: expected at least 10"),
+        (["--threads", "0"], "--threads: expected a positive integer"),
+    ],
+)
+def test_demo_refuses_bad_timing_options_before_any_work(tmp_path, capsys, option, message):
+    out = tmp_path / "demo"
+    code = main(["demo", "--out", str(out), "--corpus", str(tmp_path / "corpus"), *option])
+    assert code != 0 and message in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "corpus").exists()  # nothing was started

@@ -168,11 +168,6 @@ def calibrate_step_seconds(args: argparse.Namespace, scratch: Path, threads: int
     first one (start-up)."""
     from hifi_tse.train.curves import read_metrics, split_records
 
-    if args.timing_steps < 2 * CALIBRATION_LOG_INTERVAL:
-        raise UserError(
-            f"--timing-steps: expected at least {2 * CALIBRATION_LOG_INTERVAL}, "
-            f"got {args.timing_steps}"
-        )
     # the user's model and data settings apply; every schedule is squeezed into the timing run
     overrides = [
         *args.overrides,
@@ -209,6 +204,21 @@ def schedule_steps(seconds_left: float, step_seconds: float) -> int:
     return max(int(STEP_BUDGET_SHARE * seconds_left / step_seconds), 20)
 
 
+def check_timing_args(args: argparse.Namespace) -> None:
+    """Refuse bad timing options before any work is done (one-line errors)."""
+    if args.expected_steps_per_minute is not None and args.expected_steps_per_minute <= 0:
+        raise UserError(
+            "--expected-steps-per-minute: expected a positive number, "
+            f"got {args.expected_steps_per_minute:g}"
+        )
+    if args.timing_steps < 2 * CALIBRATION_LOG_INTERVAL:
+        raise UserError(
+            f"--timing-steps: expected at least {2 * CALIBRATION_LOG_INTERVAL}, "
+            f"got {args.timing_steps}"
+        )
+    thread_candidates(args.threads)
+
+
 def thread_candidates(requested: int | None) -> list[int]:
     """Torch thread counts the timing run compares: the requested one, else 1 and the
     usable cores (at most MAX_AUTO_THREADS)."""
@@ -233,7 +243,8 @@ def train_fresh(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     candidates = thread_candidates(args.threads)
     timed: dict[int, float] = {}
     if args.expected_steps_per_minute is not None:
-        threads, step_seconds = candidates[-1], 60.0 / args.expected_steps_per_minute
+        # no timing: the requested count, else 1 thread (never oversubscribed)
+        threads, step_seconds = candidates[0], 60.0 / args.expected_steps_per_minute
     else:
         for n in candidates:
             timed[n] = calibrate_step_seconds(args, run_dir.parent / "fresh_timing", n)
@@ -404,6 +415,7 @@ def render_report(
 def run(args: argparse.Namespace) -> int:
     from hifi_tse.train.curves import plot_training_curves
 
+    check_timing_args(args)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(args.config, args.overrides)
