@@ -173,17 +173,29 @@ def test_sigkill_then_resume_reproduces_losses_exactly(
     assert _end(run)["weights_sha256_per_rank"] == _end(reference_run)["weights_sha256_per_rank"]
 
 
-def test_sigterm_saves_and_stops_then_resumes(tiny_packs: Path, tmp_path: Path):
+@pytest.mark.parametrize("whole_group", [False, True], ids=["trainer", "process-group"])
+def test_sigterm_saves_and_stops_then_resumes(tiny_packs: Path, tmp_path: Path, whole_group: bool):
     run = tmp_path / "run"
-    sets = ("train.steps=500", "train.phase1_steps=1")
+    # a data worker too when the whole group is signalled (a cluster's pre-emption does that)
+    workers = f"data.num_workers={1 if whole_group else 0}"
+    sets = ("train.steps=500", "train.phase1_steps=1", workers)
     argv = [sys.executable, "-m", "hifi_tse", *_cmd(tiny_packs, run, *sets)]
-    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=whole_group,
+    )
     deadline = time.monotonic() + 240
     while not (run / "metrics.jsonl").exists() or not _records(run, "train"):
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    if whole_group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert "SIGTERM at step" in out.decode()
@@ -193,7 +205,7 @@ def test_sigterm_saves_and_stops_then_resumes(tiny_packs: Path, tmp_path: Path):
     assert final["step"] == end["step"]
     assert (run / f"checkpoint_{end['step']:07d}.pt").is_file()  # what --resume latest takes
     steps = f"train.steps={end['step'] + 1}"
-    more = _cmd(tiny_packs, run, sets[1], steps, extra=("--resume", "latest"))
+    more = _cmd(tiny_packs, run, sets[1], workers, steps, extra=("--resume", "latest"))
     assert main(more) == 0
     assert _end(run)["step"] == end["step"] + 1 and _end(run)["reason"] == "steps"
 

@@ -375,6 +375,7 @@ class Trainer:
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
+            worker_init_fn=ignore_stop_signals,
         )
         self.train_iter: Iterator[dict[str, Any]] = iter(self.train_loader)
         # Generated once into an HDF5 cache in the run folder (rank 0 writes, others read).
@@ -539,6 +540,7 @@ class Trainer:
             shuffle=False,
             collate_fn=self._collate(),
             num_workers=cfg.data.num_workers,
+            worker_init_fn=ignore_stop_signals,
         )
         with preserved_rng(cfg.train.val_seed):
             result = validate(
@@ -656,6 +658,15 @@ class Trainer:
             f"done at step {step} ({reason}); best TP SI-SDR {self.state.best_si_sdr:.3f} dB "
             f"at step {self.state.best_step}"
         )
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker start-up: ignore SIGTERM, as torch's workers already ignore SIGINT.
+
+    A scheduler's pre-emption or ``kill -- -PGID`` signals the whole process group; a worker
+    that died of it would crash the trainer before :class:`_StopSignal` could save. The main
+    process stops its workers itself, and a worker exits on its own if the main one dies."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _StopSignal:
