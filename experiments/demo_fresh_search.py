@@ -18,14 +18,24 @@ import shutil
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 1350  # `hifi-tse demo` defaults: 15 minutes x 90 expected steps per minute
 PHASE1_FRACTION = 0.5
+# Demo-style phase loss: windows as in the defaults, hop = window / 4 and no zero-padded FFT,
+# about a fifth of the default's STFT work (see docs/benchmarks.md).
+CHEAP_PHASE = "loss_weights.phase_resolutions=[[240,240,60],[600,600,150],[1200,1200,300]]"
 
 VARIANTS: dict[str, list[str]] = {
     "base": [],
+    "cheap_phase": [CHEAP_PHASE],
+    "cheap_phase_b4": [CHEAP_PHASE, "train.batch_size=4"],
+    "cheap_phase_b2": [CHEAP_PHASE, "train.batch_size=2"],
+    "cheap_phase_b4_seg1.5": [CHEAP_PHASE, "train.batch_size=4", "audio.segment_seconds=1.5"],
+    "cheap_phase_b2_seg1.5": [CHEAP_PHASE, "train.batch_size=2", "audio.segment_seconds=1.5"],
+    "cheap_phase_b2_ta_ratio0.35": [CHEAP_PHASE, "train.batch_size=2", "data.ta_ratio=0.35"],
     # three times the TA weight; the anchor scaled with it keeps the audit's blind gain
     "ta_w0.3": ["loss_weights.ta_weight=0.3", "loss_weights.lambda_amp=30"],
     # three times the TA weight at the default anchor (audit blind gain 0.88, inside the band)
@@ -43,7 +53,8 @@ VARIANTS: dict[str, list[str]] = {
 def train_command(name: str, args: argparse.Namespace) -> list[str]:
     from hifi_tse.demo import budget_overrides
 
-    overrides = [*budget_overrides(STEPS, PHASE1_FRACTION), *VARIANTS[name]]
+    steps = round(args.steps * args.speedup.get(name, 1.0))
+    overrides = [*budget_overrides(steps, PHASE1_FRACTION), *VARIANTS[name]]
     sets = [x for o in overrides for x in ("--set", o)]
     return [
         sys.executable,
@@ -115,10 +126,21 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--rerun", action="store_true", help="retrain finished runs")
     p.add_argument("--summary-only", action="store_true", help="only tabulate finished runs")
+    p.add_argument("--steps", type=int, default=STEPS, help="steps of the base schedule")
+    p.add_argument(
+        "--speedup",
+        nargs="*",
+        default=[],
+        metavar="NAME=X",
+        help="train NAME for X times --steps (its measured speed-up per step, so that every "
+        "variant gets the same CPU time)",
+    )
+    p.add_argument("--parallel", type=int, default=1, help="variants trained at once")
     args = p.parse_args()
+    args.speedup = {k: float(v) for k, v in (item.split("=", 1) for item in args.speedup)}
     if not args.summary_only:
-        for name in args.variants:
-            run(name, args)
+        with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+            list(pool.map(lambda name: run(name, args), args.variants))
     print(summarise(args.variants, args))
 
 

@@ -1,6 +1,7 @@
 """`hifi-tse demo` end to end on a tiny corpus: train, evaluate, extract, report."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,10 @@ import torch
 from hifi_tse.cli import main
 from hifi_tse.config import load_config
 from hifi_tse.demo import (
+    FRESH_VALIDATIONS,
     MAX_AUTO_THREADS,
     STEP_BUDGET_SHARE,
+    budget_overrides,
     fastest,
     schedule_steps,
     thread_candidates,
@@ -21,6 +24,7 @@ from hifi_tse.models.generator import build_generator
 from hifi_tse.train.curves import loss_term_names, read_metrics, split_records
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+DEMO = TINY.with_name("demo.yaml")
 
 
 def test_demo_trains_evaluates_extracts_and_reports(tiny_packs, tmp_path, one_thread, capsys):
@@ -132,6 +136,18 @@ def test_schedule_steps_fill_the_budget_share():
     # 600 s at 0.5 s/step: 1200 steps, less the share kept for validation and checkpoints
     assert schedule_steps(600.0, 0.5) == int(STEP_BUDGET_SHARE * 1200)
     assert schedule_steps(1.0, 0.5) == 20  # never fewer than 20 (both phases must exist)
+
+
+@pytest.mark.parametrize("steps", [715, 3830, 3834])
+def test_budget_overrides_fit_every_schedule_and_a_fixed_number_of_validations(steps):
+    cfg = load_config(DEMO)
+    sized = load_config(DEMO, overrides=budget_overrides(steps, 0.5))
+    assert sized.train.steps == steps and sized.train.phase1_steps == steps // 2
+    # validation points, the final step's included: the configured interval would give more
+    # in a long schedule and fewer in a short one
+    assert math.ceil(steps / cfg.train.val_interval) != FRESH_VALIDATIONS
+    assert math.ceil(steps / sized.train.val_interval) == FRESH_VALIDATIONS
+    assert sized.data.noisy_ref_ramp == [steps // 2, steps]
 
 
 def test_thread_choice_times_one_thread_and_the_cores():

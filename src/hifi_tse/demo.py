@@ -44,6 +44,9 @@ CALIBRATION_LOG_INTERVAL = 5
 # Share of the remaining budget given to training steps; the rest covers validation passes
 # and checkpoint writes (1.5 % of a 15-minute run, measured).
 STEP_BUDGET_SHARE = 0.95
+# Validation passes in a fresh run, whatever its step count: a fixed number keeps their share
+# of the budget (inside 1 - STEP_BUDGET_SHARE) the same on fast and slow machines.
+FRESH_VALIDATIONS = 6
 # The most torch threads the timing run tries: the demo model's ops are small, and on a busy
 # machine more threads than free cores make every step many times slower.
 MAX_AUTO_THREADS = 4
@@ -120,10 +123,13 @@ def build_corpus(corpus: Path, sample_rate: int, workers: int) -> None:
 def budget_overrides(steps: int, phase1_fraction: float) -> list[str]:
     """Config overrides that fit every schedule into ``steps``: phase 2 after
     ``phase1_fraction``, the easy-to-hard data curriculum over the first half, the noisy-
-    enrollment ramp over the second half (so the run ends on the test distribution), and a
-    warm-up of 1/12 of the run (as `experiments/demo_config_search.py` measured)."""
+    enrollment ramp over the second half (so the run ends on the test distribution), a
+    warm-up of 1/12 of the run (as `experiments/demo_config_search.py` measured), and
+    :data:`FRESH_VALIDATIONS` validation passes, the last at the final step."""
     half = max(steps // 2, 1)
     return [
+        # rounded up, so the last interval ends at or after the final step (which validates)
+        f"train.val_interval={-(-steps // FRESH_VALIDATIONS)}",
         f"train.steps={steps}",
         f"train.phase1_steps={max(int(steps * phase1_fraction), 1)}",
         f"data.easy_steps={half}",
