@@ -8,6 +8,13 @@ Runs use 1 torch thread and fixed steps, so a variant with the same cost per ste
 by what it learns in the demo's step budget. Writes ``runs/demo_fresh_search/summary.md``.
 
     python experiments/demo_fresh_search.py --variants base ta_w0.3
+
+Equal CPU time instead of equal steps: ``--steps`` for the base schedule and ``--speedup
+NAME=X`` (a variant's measured step-time ratio) to train NAME for X times as many steps, e.g.
+the batch-size search in docs/benchmarks.md:
+
+    python experiments/demo_fresh_search.py --out runs/fresh2 --steps 851 --parallel 2 \
+        --variants cheap_phase cheap_phase_b4 --speedup cheap_phase=1.25 cheap_phase_b4=2.4
 """
 
 from __future__ import annotations

@@ -42,10 +42,10 @@ SEPARATE_SEED = 11
 CALIBRATION_STEPS = 25  # default of --timing-steps
 CALIBRATION_LOG_INTERVAL = 5
 # Share of the remaining budget given to training steps at the timed speed. The rest covers
-# validation passes and checkpoint writes (1.5 % of a 15-minute run, measured) and steps that
-# get slower later in the run: at batch 2 they went from 0.155 s in the first third to 0.19-
-# 0.20 s in the last (2026-11-30), and with 0.95 the run hit its budget at 88 % of the
-# schedule, before the end of the learning-rate decay.
+# validation passes and checkpoint writes (1.5 % of a 15-minute run, measured) and a machine
+# that slows down after the timing: in one batch-2 run of 2026-11-30 steps went from 0.155 s
+# in the first third to 0.19-0.20 s later, and with a share of 0.95 the run hit its budget at
+# 88 % of the schedule, before the end of the learning-rate decay.
 STEP_BUDGET_SHARE = 0.8
 # Validation passes in a fresh run, whatever its step count: a fixed number keeps their share
 # of the budget (inside 1 - STEP_BUDGET_SHARE) the same on fast and slow machines.
