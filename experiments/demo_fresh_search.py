@@ -43,6 +43,18 @@ VARIANTS: dict[str, list[str]] = {
     "cheap_phase_b4_seg1.5": [CHEAP_PHASE, "train.batch_size=4", "audio.segment_seconds=1.5"],
     "cheap_phase_b2_seg1.5": [CHEAP_PHASE, "train.batch_size=2", "audio.segment_seconds=1.5"],
     "cheap_phase_b2_ta_ratio0.35": [CHEAP_PHASE, "train.batch_size=2", "data.ta_ratio=0.35"],
+    "cheap_phase_b2_lr3e-3": [
+        CHEAP_PHASE,
+        "train.batch_size=2",
+        "train.lr=0.003",
+        "train.min_lr=0.0003",
+    ],
+    "cheap_phase_b2_lr1.3e-3": [
+        CHEAP_PHASE,
+        "train.batch_size=2",
+        "train.lr=0.0013",
+        "train.min_lr=0.00013",
+    ],
     # three times the TA weight; the anchor scaled with it keeps the audit's blind gain
     "ta_w0.3": ["loss_weights.ta_weight=0.3", "loss_weights.lambda_amp=30"],
     # three times the TA weight at the default anchor (audit blind gain 0.88, inside the band)
