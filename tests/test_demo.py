@@ -42,7 +42,7 @@ def test_demo_trains_evaluates_extracts_and_reports(tiny_packs, tmp_path, one_th
             "--config",
             str(TINY),
             "--minutes",
-            "0.5",
+            "1",
             "--timing-steps",
             "10",
             # one thread: two xdist workers share the CPU (auto mode would also time all cores)
@@ -63,19 +63,28 @@ def test_demo_trains_evaluates_extracts_and_reports(tiny_packs, tmp_path, one_th
     assert "fresh_timing" not in console.out + console.err
     assert "/fresh on cpu" in console.out + console.err  # ... while the fresh run still logs
     report = (out / "report.md").read_text()
-    assert "| TP SI-SDRi (dB) |" in report and "fresh (0.5 min)" in report
+    assert "| TP SI-SDRi (dB) |" in report and "fresh (1 min)" in report
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"shipped model", "fresh (0.5 min)"}
+    assert set(summary) == {"shipped model", "fresh (1 min)"}
     assert summary["shipped model"]["ta_suppression_db"] is not None
     # the schedule was sized from a timing run on this machine to what is left of the budget
     schedule = json.loads((out / "fresh_schedule.json").read_text())
     assert 0 < schedule["calibration_s"] < 30 and not (out / "fresh_timing").exists()
     assert schedule["threads"] == 1 and list(schedule["step_seconds_by_threads"]) == ["1"]
-    steps = schedule["steps"]
-    assert steps == schedule_steps(
-        30 - schedule["calibration_s"], 60 / schedule["steps_per_minute"]
+    first_steps = schedule["first_steps"]
+    assert first_steps == schedule_steps(
+        60 - schedule["calibration_s"], 60 / schedule["steps_per_minute"]
     )
-    assert f"a schedule of {steps} steps" in report
+    assert f"a schedule of {first_steps} steps" in report
+    # ... then re-sized from the speed of its first leg, which the second leg resumed from
+    leg_steps, steps = schedule["first_leg_steps"], schedule["steps"]
+    assert 0 < leg_steps < min(first_steps, steps) and schedule["first_leg_s"] > 0, schedule
+    assert "re-sized after the first" in console.out
+    assert "fresh schedule re-sized" in console.out, console.out
+    records = read_metrics(out / "fresh")
+    resumes = [r["step"] for r in records if r.get("event") == "resume"]
+    assert resumes == [leg_steps]
+    assert f"{steps} steps in all" in report
     # both curriculum phases ran: phase 1 = half of the schedule
     fresh_cfg = load_config(out / "fresh" / "config.yaml")
     half = steps // 2
@@ -136,6 +145,9 @@ def test_schedule_steps_fill_the_budget_share():
     # 600 s at 0.5 s/step: 1200 steps, less the share kept for validation and checkpoints
     assert schedule_steps(600.0, 0.5) == int(STEP_BUDGET_SHARE * 1200)
     assert schedule_steps(1.0, 0.5) == 20  # never fewer than 20 (both phases must exist)
+    # re-sized after a first leg: the steps done plus those that fit in the time left
+    assert schedule_steps(600.0, 0.5, steps_done=300) == 300 + int(STEP_BUDGET_SHARE * 1200)
+    assert schedule_steps(0.1, 0.5, steps_done=300) == 301  # at least one more step
 
 
 @pytest.mark.parametrize("steps", [715, 3830, 3834])

@@ -41,12 +41,20 @@ SEPARATE_SEED = 11
 # data workers' first batches, so it is not timed.
 CALIBRATION_STEPS = 25  # default of --timing-steps
 CALIBRATION_LOG_INTERVAL = 5
-# Share of the remaining budget given to training steps at the timed speed. The rest covers
+# Share of the remaining budget given to training steps at the measured speed. The rest covers
 # validation passes and checkpoint writes (1.5 % of a 15-minute run, measured) and a machine
-# that slows down after the timing: in one batch-2 run of 2026-11-30 steps went from 0.155 s
-# in the first third to 0.19-0.20 s later, and with a share of 0.95 the run hit its budget at
-# 88 % of the schedule, before the end of the learning-rate decay.
-STEP_BUDGET_SHARE = 0.8
+# that slows down after it was measured: in one batch-2 run of 2026-11-30 steps went from
+# 0.155 s in the first third to 0.19-0.20 s later.
+STEP_BUDGET_SHARE = 0.9
+# The fresh run trains in two legs. The first, this share of the time left after the timing
+# run, follows the schedule sized from the timing run; the schedule is then re-sized from the
+# speed the first leg really had (start-up, validation and checkpoints included) and the run
+# resumes for the rest of the budget. A 5-second timing run alone misjudged a 15-minute run
+# both ways on 2026-11-30: one run hit its budget at 88 % of the schedule, before the end of
+# the learning-rate decay; with a lower share another left 3 of its 15 minutes unused.
+# A quarter stays before phase 2 (half the schedule) unless the machine runs 1.8x faster
+# than it was timed.
+FIRST_LEG_SHARE = 0.25
 # Validation passes in a fresh run, whatever its step count: a fixed number keeps their share
 # of the budget (inside 1 - STEP_BUDGET_SHARE) the same on fast and slow machines.
 FRESH_VALIDATIONS = 6
@@ -148,8 +156,9 @@ def _train(
     overrides: list[str],
     threads: int,
     extra: tuple[str, ...] = (),
+    resume: bool = False,
 ) -> None:
-    if run_dir.exists():
+    if run_dir.exists() and not resume:
         shutil.rmtree(run_dir)  # a demo run always starts fresh
     sets = [item for o in overrides for item in ("--set", o)]
     _cli(
@@ -165,6 +174,7 @@ def _train(
             str(minutes),
             "--threads",
             str(threads),
+            *(("--resume", "latest") if resume else ()),
             *extra,
             *sets,
         ]
@@ -207,10 +217,22 @@ def calibrate_step_seconds(args: argparse.Namespace, scratch: Path, threads: int
     return step_seconds
 
 
-def schedule_steps(seconds_left: float, step_seconds: float) -> int:
-    """Training steps that fit ``seconds_left`` at ``step_seconds`` per step, after the share
-    kept for validation and checkpoints; at least 20 so both phases exist."""
-    return max(int(STEP_BUDGET_SHARE * seconds_left / step_seconds), 20)
+def schedule_steps(seconds_left: float, step_seconds: float, steps_done: int = 0) -> int:
+    """Training steps (counted from 0) that fit ``seconds_left`` at ``step_seconds`` per step
+    after ``steps_done``, less the share kept for validation and checkpoints; at least 20
+    so both phases exist, and at least one more than ``steps_done``."""
+    more = int(STEP_BUDGET_SHARE * seconds_left / step_seconds)
+    return max(steps_done + more, 20, steps_done + 1)
+
+
+def last_step(run_dir: Path) -> int:
+    """The step a stopped training run ended at (its last ``end`` event)."""
+    from hifi_tse.train.curves import read_metrics
+
+    ends = [r["step"] for r in read_metrics(run_dir) if r.get("event") == "end"]
+    if not ends:
+        raise UserError(f"{run_dir}: the training run recorded no end")
+    return int(ends[-1])
 
 
 def check_timing_args(args: argparse.Namespace) -> None:
@@ -245,9 +267,12 @@ def fastest(step_seconds_by_threads: dict[int, float]) -> int:
 
 
 def train_fresh(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
-    """Train with the schedules sized to the budget so both phases fit in it. Returns the
-    sizing: ``steps``, ``steps_per_minute``, ``threads``, ``step_seconds_by_threads`` (timed;
-    empty when ``--expected-steps-per-minute`` is given) and ``calibration_s``."""
+    """Train with the schedules sized to the budget so both phases fit in it, in two legs
+    (:data:`FIRST_LEG_SHARE`). Returns the sizing: ``steps`` (the final schedule),
+    ``first_steps`` (the schedule sized from the timing run), ``first_leg_steps`` and
+    ``first_leg_s`` (what the first leg did), ``steps_per_minute`` (timed), ``threads``,
+    ``step_seconds_by_threads`` (empty when ``--expected-steps-per-minute`` is given) and
+    ``calibration_s``."""
     t0 = time.perf_counter()
     candidates = thread_candidates(args.threads)
     timed: dict[int, float] = {}
@@ -263,18 +288,42 @@ def train_fresh(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     minutes_left = args.minutes - calibration_s / 60.0
     if minutes_left <= 0:
         raise UserError(f"--minutes {args.minutes:g}: the timing run alone took longer")
-    steps = schedule_steps(minutes_left * 60.0, step_seconds)
+    first_steps = schedule_steps(minutes_left * 60.0, step_seconds)
     timing = ", ".join(f"{n} thread(s) {s:.2f} s/step" for n, s in timed.items())
     print(
-        f"fresh schedule: {steps} steps at {60.0 / step_seconds:.0f} steps/min with {threads} "
-        f"thread(s) ({timing or 'given'}) in the {minutes_left:.1f} min left",
+        f"fresh schedule: {first_steps} steps at {60.0 / step_seconds:.0f} steps/min with "
+        f"{threads} thread(s) ({timing or 'given'}) in the {minutes_left:.1f} min left; "
+        f"re-sized after the first {FIRST_LEG_SHARE * minutes_left:.1f} min",
         flush=True,
     )
     # the user's --set comes last, so it wins over the budget sizing
-    overrides = [*budget_overrides(steps, args.phase1_fraction), *args.overrides]
-    _train(args, run_dir, minutes_left, overrides, threads)
+    leg_start = time.perf_counter()
+    overrides = [*budget_overrides(first_steps, args.phase1_fraction), *args.overrides]
+    _train(args, run_dir, FIRST_LEG_SHARE * minutes_left, overrides, threads)
+    first_leg_s = time.perf_counter() - leg_start
+    first_leg_steps = last_step(run_dir)
+    steps = first_steps
+    seconds_left = args.minutes * 60.0 - (time.perf_counter() - t0)
+    if first_leg_steps < first_steps and seconds_left > 0:
+        steps = schedule_steps(seconds_left, first_leg_s / first_leg_steps, first_leg_steps)
+        print(
+            f"fresh schedule re-sized: {first_leg_steps} steps in {first_leg_s:.0f} s, "
+            f"{steps} steps in all in the {seconds_left / 60.0:.1f} min left",
+            flush=True,
+        )
+        overrides = [*budget_overrides(steps, args.phase1_fraction), *args.overrides]
+        _train(args, run_dir, seconds_left / 60.0, overrides, threads, resume=True)
+    elif first_leg_steps < first_steps:
+        print(
+            f"--minutes {args.minutes:g}: no time left after the first leg "
+            f"({first_leg_steps} of {first_steps} steps); give the fresh run more minutes",
+            flush=True,
+        )
     return {
         "steps": steps,
+        "first_steps": first_steps,
+        "first_leg_steps": first_leg_steps,
+        "first_leg_s": first_leg_s,
         "steps_per_minute": 60.0 / step_seconds,
         "threads": threads,
         "step_seconds_by_threads": {str(n): s for n, s in timed.items()},
@@ -452,18 +501,25 @@ def run(args: argparse.Namespace) -> int:
         schedule = train_fresh(args, run_dir)
         (out / "fresh_schedule.json").write_text(json.dumps(schedule, indent=2))
         notes.append(
-            f"Fresh run: a schedule of {schedule['steps']} steps (phase 2 from step "
-            f"{max(int(schedule['steps'] * args.phase1_fraction), 1)}), sized from "
+            f"Fresh run: a schedule of {schedule['first_steps']} steps sized from "
             f"{schedule['steps_per_minute']:.0f} steps/min with {schedule['threads']} torch "
             "thread(s)"
             + (
                 f" measured on this machine in a {schedule['calibration_s']:.0f} s timing run "
                 "(s/step by threads: "
                 + ", ".join(f"{n}: {s:.2f}" for n, s in schedule["step_seconds_by_threads"].items())
-                + ")."
+                + ")"
                 if schedule["step_seconds_by_threads"]
-                else " (--expected-steps-per-minute)."
+                else " (--expected-steps-per-minute)"
             )
+            + (
+                f"; its first {schedule['first_leg_steps']} steps took "
+                f"{schedule['first_leg_s']:.0f} s, and the schedule was re-sized to that speed"
+                if schedule["steps"] != schedule["first_steps"]
+                else "; the run finished it in its first leg"
+            )
+            + f": {schedule['steps']} steps in all (phase 2 from step "
+            f"{max(int(schedule['steps'] * args.phase1_fraction), 1)})."
         )
         timings["train fresh"] = time.perf_counter() - t0
         plot_training_curves(run_dir, out / "fresh_curves.png", "fresh demo run")
