@@ -70,7 +70,7 @@ def test_save_and_reload_round_trip(tmp_path):
     assert load_config(tmp_path / "config.yaml") == cfg
 
 
-def test_cli_prints_one_line_error_for_bad_config(tmp_path, capsys):
+def test_cli_prints_one_line_message_for_bad_config(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  num_heads: 0\n")
     assert main(["config", "--config", str(bad)]) == 2

@@ -16,6 +16,7 @@ from hifi_tse.demo import (
     budget_overrides,
     fastest,
     schedule_steps,
+    second_leg_steps,
     thread_candidates,
 )
 from hifi_tse.errors import UserError
@@ -186,3 +187,14 @@ def test_demo_refuses_bad_timing_options_before_any_work(tmp_path, capsys, optio
     code = main(["demo", "--out", str(out), "--corpus", str(tmp_path / "corpus"), *option])
     assert code != 0 and message in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "corpus").exists()  # nothing was started
+
+
+def test_second_leg_is_resized_from_the_first_leg_or_skipped():
+    # 100 steps in 50 s: 0.5 s/step, so 600 s left re-size the schedule like schedule_steps
+    assert second_leg_steps(1000, 100, 50.0, 600.0) == schedule_steps(600.0, 0.5, 100)
+    # a slower first leg than timed shrinks the schedule, a faster one grows it
+    assert second_leg_steps(1000, 100, 100.0, 600.0) < second_leg_steps(1000, 100, 25.0, 600.0)
+    assert second_leg_steps(1000, 1000, 50.0, 600.0) is None  # the first leg did it all
+    assert second_leg_steps(1000, 100, 50.0, 0.0) is None  # start-up ate the budget
+    assert second_leg_steps(1000, 100, 50.0, -3.0) is None
+    assert second_leg_steps(1000, 0, 50.0, 600.0) is None  # no step to time the speed by

@@ -66,7 +66,7 @@ def test_espeak_synthesises_a_sentence() -> None:
     assert (frames < 0.01 * frames.max()).mean() > 0.05
 
 
-def test_invalid_voice_settings_raise_user_error() -> None:
+def test_invalid_voice_settings_are_refused() -> None:
     good = espeak.VoiceSettings("en-US", "m3", 50, 50, 175, 70)
     bad = [
         espeak.VoiceSettings("en-US", "no_such_variant", 50, 50, 175, 70),

@@ -148,7 +148,7 @@ def test_si_sdr_of_silence_is_worst_value():
 @pytest.mark.parametrize(
     "shapes", [((8000,), (8000,)), ((1, 1, 800), (1, 1, 800)), ((2, 800), (2, 700))]
 )
-def test_wrong_shapes_raise_type_error(shapes):
+def test_wrong_shapes_are_refused(shapes):
     a, b = torch.randn(*shapes[0]), torch.randn(*shapes[1])
     with pytest.raises(TypeError):
         si_sdr(a, b, EPS)

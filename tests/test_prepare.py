@@ -148,7 +148,7 @@ def test_explicit_layout_and_parse_source(tmp_path: Path) -> None:
         scan_speech(root, "librispeech")
 
 
-def test_ambiguous_or_flat_layout_is_a_one_line_error(tmp_path: Path) -> None:
+def test_ambiguous_or_flat_layout_is_refused_in_one_line(tmp_path: Path) -> None:
     amb = tmp_path / "amb"
     for spk in ("p001", "p002"):
         for u in range(2):
@@ -165,7 +165,7 @@ def test_ambiguous_or_flat_layout_is_a_one_line_error(tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
 
 
-def test_folder_without_audio_is_a_one_line_error(tmp_path: Path) -> None:
+def test_folder_without_audio_is_refused_in_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
     (empty / "sub" / "readme.txt").write_text("no audio here")

@@ -70,7 +70,7 @@ def test_streaming_pushes_equal_one_shot_and_memory_stays_bounded():
     assert max(calls) == plan.chunk
 
 
-def test_invalid_plans_are_user_errors():
+def test_invalid_plans_are_refused():
     with pytest.raises(UserError, match="overlap"):
         ChunkPlan.from_seconds(16000, 1.0, 0.6, 2)
     with pytest.raises(UserError, match="chunk-seconds"):

@@ -241,7 +241,7 @@ def test_preserved_rng_leaves_training_streams_untouched():
     assert torch.equal(torch.get_rng_state(), before[2])
 
 
-def test_moments_mean_standard_error_and_ratio():
+def test_moments_mean_sem_and_ratio():
     rng = np.random.default_rng(0)
     x, y = rng.normal(1.0, 0.3, 50), rng.normal(2.0, 0.2, 50)
     m = _Moments()

@@ -225,6 +225,18 @@ def schedule_steps(seconds_left: float, step_seconds: float, steps_done: int = 0
     return max(steps_done + more, 20, steps_done + 1)
 
 
+def second_leg_steps(
+    first_steps: int, first_leg_steps: int, first_leg_s: float, seconds_left: float
+) -> int | None:
+    """The re-sized schedule for the second leg from what the first leg did
+    (``first_leg_steps`` steps in ``first_leg_s`` s, start-up included), or None when there
+    is no second leg: the first leg finished the schedule, no time is left, or it made no
+    step to measure the speed by."""
+    if first_leg_steps >= first_steps or seconds_left <= 0 or first_leg_steps <= 0:
+        return None
+    return schedule_steps(seconds_left, first_leg_s / first_leg_steps, first_leg_steps)
+
+
 def last_step(run_dir: Path) -> int:
     """The step a stopped training run ended at (its last ``end`` event)."""
     from hifi_tse.train.curves import read_metrics
@@ -302,10 +314,10 @@ def train_fresh(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     _train(args, run_dir, FIRST_LEG_SHARE * minutes_left, overrides, threads)
     first_leg_s = time.perf_counter() - leg_start
     first_leg_steps = last_step(run_dir)
-    steps = first_steps
     seconds_left = args.minutes * 60.0 - (time.perf_counter() - t0)
-    if first_leg_steps < first_steps and seconds_left > 0:
-        steps = schedule_steps(seconds_left, first_leg_s / first_leg_steps, first_leg_steps)
+    resized = second_leg_steps(first_steps, first_leg_steps, first_leg_s, seconds_left)
+    steps = first_steps if resized is None else resized
+    if resized is not None:
         print(
             f"fresh schedule re-sized: {first_leg_steps} steps in {first_leg_s:.0f} s, "
             f"{steps} steps in all in the {seconds_left / 60.0:.1f} min left",
@@ -315,7 +327,7 @@ def train_fresh(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
         _train(args, run_dir, seconds_left / 60.0, overrides, threads, resume=True)
     elif first_leg_steps < first_steps:
         print(
-            f"--minutes {args.minutes:g}: no time left after the first leg "
+            f"--minutes {args.minutes:g}: no time (or no step) left after the first leg "
             f"({first_leg_steps} of {first_steps} steps); give the fresh run more minutes",
             flush=True,
         )
