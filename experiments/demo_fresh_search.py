@@ -35,6 +35,15 @@ PHASE1_FRACTION = 0.5
 # about a fifth of the default's STFT work (see docs/benchmarks.md).
 CHEAP_PHASE = "loss_weights.phase_resolutions=[[240,240,60],[600,600,150],[1200,1200,300]]"
 
+# Half the frames: 64 ms windows with a 32 ms hop, band widths doubled (the same 20 bands).
+HOP512 = [
+    "stft.n_fft=1024",
+    "stft.win_length=1024",
+    "stft.hop_length=512",
+    "band_split.regions=[{upper_hz: 1000.0, width_bins: 8}, "
+    "{upper_hz: 4000.0, width_bins: 24}, {upper_hz: 8000.0, width_bins: 64}]",
+]
+
 VARIANTS: dict[str, list[str]] = {
     "base": [],
     "cheap_phase": [CHEAP_PHASE],
@@ -54,6 +63,32 @@ VARIANTS: dict[str, list[str]] = {
         "train.batch_size=2",
         "train.lr=0.0013",
         "train.min_lr=0.00013",
+    ],
+    # half the frames: 64 ms windows, hop 32 ms, band widths doubled (same 20 bands)
+    "hop512": HOP512,
+    # 12 bands instead of 20 (wider bands above 1 kHz)
+    "bands12": [
+        "band_split.regions=[{upper_hz: 1000.0, width_bins: 6}, "
+        "{upper_hz: 4000.0, width_bins: 24}, {upper_hz: 8000.0, width_bins: 64}]",
+    ],
+    # one wider GridNet block
+    "blk1_w64": [
+        "model.num_blocks=1",
+        "model.reinject_blocks=[0]",
+        "model.feature_dim=64",
+        "model.lstm_hidden=64",
+    ],
+    "hop512_ta_ratio0.3": [*HOP512, "data.ta_ratio=0.3"],
+    # hop512 with other initial weights and other training mixtures: the seed-to-seed spread
+    "hop512_seed1": [*HOP512, "train.seed=1", "data.seed=4321"],
+    "hop512_seed2": [*HOP512, "train.seed=2", "data.seed=99"],
+    "base_seed1": ["train.seed=1", "data.seed=4321"],
+    "hop512_blk1_w64": [
+        *HOP512,
+        "model.num_blocks=1",
+        "model.reinject_blocks=[0]",
+        "model.feature_dim=64",
+        "model.lstm_hidden=64",
     ],
     # three times the TA weight; the anchor scaled with it keeps the audit's blind gain
     "ta_w0.3": ["loss_weights.ta_weight=0.3", "loss_weights.lambda_amp=30"],
