@@ -83,6 +83,9 @@ VARIANTS: dict[str, list[str]] = {
     "hop512_seed1": [*HOP512, "train.seed=1", "data.seed=4321"],
     "hop512_seed2": [*HOP512, "train.seed=2", "data.seed=99"],
     "base_seed1": ["train.seed=1", "data.seed=4321"],
+    # on top of demo.yaml's 1024-point STFT (since 2026-12-01): wider, or one more block
+    "wide64": ["model.feature_dim=64", "model.lstm_hidden=64", "model.decoder_hidden=64"],
+    "blk3": ["model.num_blocks=3", "model.reinject_blocks=[0,1,2]"],
     "hop512_blk1_w64": [
         *HOP512,
         "model.num_blocks=1",
