@@ -208,3 +208,21 @@ def test_evaluate_bad_inputs(tiny_ckpt, tmp_path, capsys):  # noqa: F811
     err = capsys.readouterr().err.strip()
     assert code != 0 and "none.pt" in err and len(err.splitlines()) == 1
     assert not (out / "metrics.json").exists()
+
+
+def test_mix_set_changes_the_test_mixtures_not_the_model(tiny_ckpt, tiny_packs, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "eval"
+    base = ["evaluate", "--checkpoint", str(tiny_ckpt), "--data", str(tiny_packs)]
+    base += ["--examples", "8", "--no-perceptual", "--out", str(out)]
+    assert main([*base, "--mix-set", "data.ta_ratio=0.5"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["ta"]["count"] == 4 and metrics["tp"]["count"] == 4  # checkpoint has 0.2
+    assert metrics["mix_overrides"] == ["data.ta_ratio=0.5"]
+    assert "data.ta_ratio=0.5" in (out / "report.md").read_text()
+    capsys.readouterr()
+    for bad, named in (("model.num_blocks=3", "model.num_blocks"), ("data.ta_ratio=2", "ta_ratio")):
+        bad_out = tmp_path / bad
+        code = main([*base[:-1], str(bad_out), "--mix-set", bad])
+        err = capsys.readouterr().err.strip()
+        assert code != 0 and len(err.splitlines()) == 1 and named in err and "--mix-set" in err
+        assert not (bad_out / "metrics.json").exists()

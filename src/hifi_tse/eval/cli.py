@@ -34,6 +34,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", help="split of --data (held-out speakers)")
     p.add_argument("--examples", type=int, default=EXAMPLES, help="fixed-set size (--data)")
     p.add_argument("--seed", type=int, default=0, help="fixed-set seed (--data)")
+    p.add_argument(
+        "--mix-set",
+        action="append",
+        default=[],
+        metavar="data.KEY=VALUE",
+        help="change the checkpoint's data settings for the --data mixtures (repeatable), "
+        "e.g. data.ta_ratio=0.2 to score checkpoints trained differently on the same mixtures",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="examples per forward")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -128,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         partial_seconds=args.partial_seconds,
         partial_examples=args.partial_examples,
         use_ema=not args.raw_weights,
+        mix_overrides=args.mix_set,
     )
     tp, ta = metrics["tp"], metrics["ta"]
     line = f"TP n={tp['count']}"

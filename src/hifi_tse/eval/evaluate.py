@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from hifi_tse.audio.io import load_audio
-from hifi_tse.config import Config
+from hifi_tse.config import Config, ConfigError, apply_overrides, config_from_dict
 from hifi_tse.errors import UserError
 from hifi_tse.eval.metrics import region_energy_db, score_example, si_sdr
 from hifi_tse.eval.report import snr_bin_label, write_report
@@ -370,6 +370,21 @@ def _example_audio(
 # --------------------------------------------------------------------------- checkpoint entry
 
 
+def mixing_config(cfg: Config, overrides: Sequence[str]) -> Config:
+    """``cfg`` with ``data.KEY=VALUE`` overrides applied (the settings test mixtures are
+    built with); any other section is refused, since the model's own settings must not
+    change."""
+    for item in overrides:
+        if not item.strip().startswith("data."):
+            raise UserError(f"--mix-set {item!r}: expected data.KEY=VALUE")
+    if not overrides:
+        return cfg
+    try:
+        return config_from_dict(apply_overrides(cfg.to_dict(), list(overrides)))
+    except ConfigError as exc:
+        raise UserError(f"--mix-set: {exc}") from None
+
+
 def evaluate_checkpoint(
     checkpoint: Path,
     out_dir: Path | None,
@@ -383,6 +398,7 @@ def evaluate_checkpoint(
     partial_seconds: float | None = None,
     partial_examples: int | None = None,
     use_ema: bool = True,
+    mix_overrides: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Load ``checkpoint`` (architecture and EMA weights from the file) and evaluate it.
 
@@ -390,23 +406,29 @@ def evaluate_checkpoint(
     from ``split``, seeded by ``seed``) and ``list_path`` (CSV of mix, ref, target).
     Partial presence (``data`` mode) draws TP mixtures of ``partial_seconds`` (default: two
     training segments) from the same split with seed ``seed + 1``.
+    The ``data`` mixtures follow the checkpoint's ``data`` settings, changed by
+    ``mix_overrides`` (``data.KEY=VALUE``), so that checkpoints trained with different data
+    settings can be scored on the same mixtures.
     """
     if (data is None) == (list_path is None):
         raise UserError("evaluate: give exactly one of --data (packs dir) and --list (CSV)")
+    if mix_overrides and data is None:
+        raise UserError("--mix-set: applies to --data mixtures only, not to --list")
     model, cfg = load_generator(checkpoint, device=opts.device, use_ema=use_ema)
+    mix_cfg = mixing_config(cfg, mix_overrides)
     step = read_checkpoint(checkpoint).get("step")
     sr = cfg.audio.sample_rate
     partial: Sequence[dict[str, Any]] = []
     if data is not None:
         from hifi_tse.data.datasets import FixedExampleSet
 
-        fixed = FixedExampleSet(Path(data), cfg, split=split, seed=seed, n=examples, phase=2)
+        fixed = FixedExampleSet(Path(data), mix_cfg, split=split, seed=seed, n=examples, phase=2)
         items = fixed  # generated lazily, item by item
         source = f"{data} split={split} (FixedExampleSet, held-out speakers)"
         if partial_presence:
             seconds = partial_seconds or 2.0 * cfg.audio.segment_seconds
             long_cfg = dataclasses.replace(
-                cfg, audio=dataclasses.replace(cfg.audio, segment_seconds=seconds)
+                mix_cfg, audio=dataclasses.replace(cfg.audio, segment_seconds=seconds)
             )
             n_pp = partial_examples or max(1, examples // 4)
             long_set = FixedExampleSet(
@@ -425,5 +447,6 @@ def evaluate_checkpoint(
         "split": split if data is not None else None,
         "seed": seed if data is not None else None,
         "examples": len(items),
+        "mix_overrides": list(mix_overrides),
     }
     return evaluate_model(model, cfg, items, opts, out_dir, partial, info)

@@ -215,7 +215,12 @@ def render_markdown(metrics: dict[str, Any], figures: list[tuple[str, str]]) -> 
     facts = [
         f"- source: {metrics.get('source')}",
         f"- examples: {metrics.get('examples')} (TP {metrics['tp']['count']}, "
-        f"TA {metrics['ta']['count']}), seed {metrics.get('seed')}",
+        f"TA {metrics['ta']['count']}), seed {metrics.get('seed')}"
+        + (
+            f"; mixtures with {', '.join(metrics['mix_overrides'])}"
+            if metrics.get("mix_overrides")
+            else ""
+        ),
         f"- model sample rate: {metrics.get('sample_rate')} Hz; checkpoint step "
         f"{metrics.get('step')}",
         "- values are mean ± standard error of the mean; PESQ-WB at 16 kHz, STOI at 10 kHz; "
