@@ -210,7 +210,7 @@ def test_evaluate_bad_inputs(tiny_ckpt, tmp_path, capsys):  # noqa: F811
     assert not (out / "metrics.json").exists()
 
 
-def test_mix_set_changes_the_test_mixtures_not_the_model(tiny_ckpt, tiny_packs, tmp_path, capsys):  # noqa: F811
+def test_mix_set_pins_the_test_mixtures(tiny_ckpt, tiny_packs, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "eval"
     base = ["evaluate", "--checkpoint", str(tiny_ckpt), "--data", str(tiny_packs)]
     base += ["--examples", "8", "--no-perceptual", "--out", str(out)]
