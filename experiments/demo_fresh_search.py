@@ -82,7 +82,18 @@ VARIANTS: dict[str, list[str]] = {
     # hop512 with other initial weights and other training mixtures: the seed-to-seed spread
     "hop512_seed1": [*HOP512, "train.seed=1", "data.seed=4321"],
     "hop512_seed2": [*HOP512, "train.seed=2", "data.seed=99"],
+    "hop512_seed3": [*HOP512, "train.seed=3", "data.seed=777"],
     "base_seed1": ["train.seed=1", "data.seed=4321"],
+    # the 512-point STFT of demo.yaml before 2026-12-01, a third seed
+    "stft512_seed2": [
+        "stft.n_fft=512",
+        "stft.win_length=512",
+        "stft.hop_length=256",
+        "band_split.regions=[{upper_hz: 1000.0, width_bins: 4}, "
+        "{upper_hz: 4000.0, width_bins: 12}, {upper_hz: 8000.0, width_bins: 32}]",
+        "train.seed=2",
+        "data.seed=99",
+    ],
     # on top of demo.yaml's 1024-point STFT (since 2026-12-01): wider, or one more block
     "wide64": ["model.feature_dim=64", "model.lstm_hidden=64", "model.decoder_hidden=64"],
     "blk3": ["model.num_blocks=3", "model.reinject_blocks=[0,1,2]"],
