@@ -120,6 +120,12 @@ VARIANTS: dict[str, list[str]] = {
         "model.feature_dim=64",
         "model.lstm_hidden=64",
     ],
+    # a learned per-frame gain on the mask (model.presence_gain), seeds 0 and 1 as hop512
+    "hop512_gain": [*HOP512, "model.presence_gain=true"],
+    "hop512_gain_seed1": [*HOP512, "model.presence_gain=true", "train.seed=1", "data.seed=4321"],
+    # no conditioning dropout: never train an output without the enrolment (seeds 0 and 1)
+    "hop512_nodrop": [*HOP512, "model.ref_dropout_prob=0"],
+    "hop512_nodrop_seed1": [*HOP512, "model.ref_dropout_prob=0", "train.seed=1", "data.seed=4321"],
     # three times the TA weight; the anchor scaled with it keeps the audit's blind gain
     "ta_w0.3": ["loss_weights.ta_weight=0.3", "loss_weights.lambda_amp=30"],
     # three times the TA weight at the default anchor (audit blind gain 0.88, inside the band)

@@ -103,3 +103,32 @@ def test_export_cli_verifies_full_chunk_default(tiny_ckpt, tmp_path, capsys):  #
     out = tmp_path / "m.onnx"
     assert main(["export", "--checkpoint", str(tiny_ckpt), "-o", str(out)]) == 0
     assert "max abs difference" in capsys.readouterr().out
+
+
+def test_onnx_carries_the_presence_gain(tmp_path):
+    from eval_fixtures import tiny_config
+
+    from hifi_tse.infer.loading import save_generator_checkpoint
+    from hifi_tse.models.generator import build_generator
+
+    cfg = tiny_config()
+    cfg.model.presence_gain = True
+    torch.manual_seed(0)
+    model = build_generator(cfg).eval()
+    with torch.no_grad():  # a gain that varies with the features, well away from 1
+        model.presence.proj.weight.normal_(std=1.0)
+        model.presence.proj.bias.fill_(-1.0)
+    save_generator_checkpoint(tmp_path / "gain.pt", model, cfg, step=1)
+    out = tmp_path / "gain.onnx"
+    args = ["export", "--checkpoint", str(tmp_path / "gain.pt"), "-o", str(out)]
+    assert main(args + ["--chunk-seconds", "1.0", "--ref-seconds", "1.0", "--no-verify"]) == 0
+    rng = np.random.default_rng(0)
+    mix = (voice(rng, 130.0, 1.0, SR) + voice(rng, 210.0, 1.0, SR))[None]
+    ref = voice(rng, 130.0, 1.0, SR)
+    got = OnnxModel(out, threads=1).chunk_fn(ref)(mix)
+    with torch.no_grad():
+        want = model(torch.from_numpy(mix), torch.from_numpy(ref)[None]).numpy()
+        model.presence = None  # the same model without its gain
+        ungated = model(torch.from_numpy(mix), torch.from_numpy(ref)[None]).numpy()
+    assert np.abs(want - ungated).max() > 0.1 * np.abs(ungated).max()
+    assert np.abs(got - want).max() < 1e-3

@@ -253,3 +253,51 @@ def test_ref_dropout_is_per_example():
     zero = (dropped == 0).flatten(2).all(-1).all(0)  # (B,) whole example zeroed
     kept = (dropped == r).flatten(2).all(-1).all(0)
     assert bool((zero | kept).all()) and 10 < int(zero.sum()) < 54
+
+
+def test_presence_gain_starts_at_one_and_scales_whole_frames():
+    torch.manual_seed(0)
+    model = build_generator(_cfg("model.presence_gain=true")).eval()
+    mix, ref = _inputs(length=16001, ref_length=12345)
+    with torch.no_grad():
+        out = model(mix, ref)
+    assert (out - mix).abs().max() / mix.abs().max() < 1e-4  # still a pass-through
+
+    with torch.no_grad():  # a strongly negative logit closes the gate on every frame
+        model.presence.proj.bias.fill_(-12.0)
+        closed = model(mix, ref)
+    assert closed.square().mean() / mix.square().mean() < 1e-8
+
+    # The gain is per frame: features that differ only in the second half of the frames
+    # change the gain only there, the same for every band.
+    gain = model.presence
+    with torch.no_grad():
+        gain.proj.weight.normal_(std=1.0)
+        x = torch.randn(5, 2, 20, gain.norm.normalized_shape[0])
+        y = x.clone()
+        y[:, :, 10:] += torch.randn(5, 2, 10, x.shape[-1])
+        gx, gy = gain(x), gain(y)
+    assert gx.shape == (2, 20) and ((gx > 0) & (gx < 2)).all()
+    torch.testing.assert_close(gx[:, :10], gy[:, :10])
+    assert (gx[:, 10:] - gy[:, 10:]).abs().max() > 1e-3
+
+
+def test_presence_gain_learns_to_silence_one_example():
+    """With an energy objective on one example and a fit on the other, the zero-initialised
+    gain receives gradient at step 0 and closes on the first example only."""
+    torch.manual_seed(0)
+    model = build_generator(_cfg("model.presence_gain=true", "model.ref_dropout_prob=0")).train()
+    mix, ref = _inputs(length=4001)
+    opt = torch.optim.Adam(model.presence.parameters(), lr=0.05)
+    for step in range(150):
+        out = model(mix, ref)
+        loss = out[0].square().mean() / mix[0].square().mean() + (out[1] - mix[1]).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:
+            assert model.presence.proj.weight.grad.abs().sum() > 0
+        opt.step()
+    with torch.no_grad():
+        out = model.eval()(mix, ref)
+    ratio = out.square().mean(-1) / mix.square().mean(-1)
+    assert ratio[0] < 0.05 and 0.8 < ratio[1] < 1.25

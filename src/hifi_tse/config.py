@@ -99,6 +99,10 @@ class ModelConfig:
     grad_checkpoint: bool = _f(True, doc="recompute GridNet blocks in backward")
     ref_dropout_prob: float = _f(0.1, lo=0.0, hi=1.0, doc="conditioning dropout in training")
     mask_limit: float = _f(0.0, lo=0.0, hi=100.0, doc="|mask| cap (0 = uncapped)")
+    presence_gain: bool = _f(
+        False,
+        doc="learned per-frame gain in (0, 2) on the mask, from band-pooled features (1 at init)",
+    )
     decoder_hidden: int = _f(128, lo=1, hi=8192, doc="per-band mask MLP hidden width, units")
     norm_eps: float = _f(1e-5, lo=1e-12, hi=1e-1, doc="LayerNorm variance floor, (feature units)^2")
 

@@ -9,7 +9,8 @@ and :mod:`hifi_tse.infer.onnx_runner` wraps it with a NumPy STFT of identical fr
 
 :class:`SpectralCore` runs the generator's band-split encoder and mask decoder on real
 ``(..., 2)`` tensors (the same arithmetic as ``BandSplitEncoder.forward`` /
-``BandMergeDecoder.forward`` after ``view_as_real`` / before ``view_as_complex``), with the
+``BandMergeDecoder.forward`` after ``view_as_real`` / before ``view_as_complex``, times the
+optional per-frame presence gain), with the
 decoder's overlap-add of shared bins written as a matmul with a one-hot matrix: the
 exporters turn ``index_add`` with repeated indices into a last-write-wins scatter, which
 silently drops the overlap. The conditioning and GridNet modules are called as they are.
@@ -88,7 +89,11 @@ class SpectralCore(nn.Module):
             x = g.usef(x, r)
         if g.film is not None:
             x = g.film(x, r)
-        return decode_real(g.decoder, g.backbone(x, r), self.merge)
+        x = g.backbone(x, r)
+        mask = decode_real(g.decoder, x, self.merge)
+        if g.presence is not None:
+            mask = mask * g.presence(x)[:, None, :, None]
+        return mask
 
 
 def _spec(model: nn.Module, wav: torch.Tensor) -> torch.Tensor:

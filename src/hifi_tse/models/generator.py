@@ -2,11 +2,13 @@
 
     mix (B, L) ─STFT─▶ (B, F, T) ─band-split─▶ (K, B, T, D) ─USEF(ref)─▶ FiLM(ref)
         ─▶ GridNet blocks (re-injection of ref before the listed blocks)
-        ─▶ band-merge decoder: complex mask (B, F, T) ─× mixture spectrum─▶ iSTFT ─▶ (B, L)
+        ─▶ band-merge decoder: complex mask (B, F, T) [× per-frame presence gain (B, 1, T)]
+        ─× mixture spectrum─▶ iSTFT ─▶ (B, L)
     ref (B, L_ref) ─STFT─▶ the same band-split encoder ─▶ (K, B, S, D)
 
-The mask starts as 1 + 0j and FiLM as the identity, so an untrained generator returns the
-mixture: training starts from pass-through rather than from silence.
+The mask starts as 1 + 0j, the optional presence gain as 1 and FiLM as the identity, so an
+untrained generator returns the mixture: training starts from pass-through rather than from
+silence.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from hifi_tse.config import Config
 from hifi_tse.models.band_split import BandMergeDecoder, BandSplitEncoder, band_layout
 from hifi_tse.models.conditioning import FiLM, ReferenceAttention, drop_reference
 from hifi_tse.models.gridnet import GridNet
+from hifi_tse.models.presence import PresenceGain
 
 
 def attention_window_frames(cfg: Config) -> int:
@@ -66,6 +69,7 @@ class Generator(nn.Module):
         self.decoder = BandMergeDecoder(
             self.layout, num_bins, m.feature_dim, m.decoder_hidden, m.norm_eps, m.mask_limit
         )
+        self.presence = PresenceGain(m.feature_dim, m.norm_eps) if m.presence_gain else None
         self.ref_dropout_prob = m.ref_dropout_prob
 
     @property
@@ -98,6 +102,8 @@ class Generator(nn.Module):
             x = self.film(x, r)
         x = self.backbone(x, r)
         mask = self.decoder(x)  # (B, F, T) complex64
+        if self.presence is not None:
+            mask = mask * self.presence(x)[:, None, :]
         with torch.autocast(device_type=mix.device.type, enabled=False):
             return self.stft.inverse(spec * mask, length)
 
