@@ -126,6 +126,16 @@ VARIANTS: dict[str, list[str]] = {
     # no conditioning dropout: never train an output without the enrolment (seeds 0 and 1)
     "hop512_nodrop": [*HOP512, "model.ref_dropout_prob=0"],
     "hop512_nodrop_seed1": [*HOP512, "model.ref_dropout_prob=0", "train.seed=1", "data.seed=4321"],
+    "hop512_nodrop_seed2": [*HOP512, "model.ref_dropout_prob=0", "train.seed=2", "data.seed=99"],
+    "hop512_nodrop_seed3": [*HOP512, "model.ref_dropout_prob=0", "train.seed=3", "data.seed=777"],
+    # three times the TA weight at demo.yaml's anchor, 64 ms window (seeds 0 and 1)
+    "hop512_ta_w0.3": [*HOP512, "loss_weights.ta_weight=0.3"],
+    "hop512_ta_w0.3_seed1": [
+        *HOP512,
+        "loss_weights.ta_weight=0.3",
+        "train.seed=1",
+        "data.seed=4321",
+    ],
     # three times the TA weight; the anchor scaled with it keeps the audit's blind gain
     "ta_w0.3": ["loss_weights.ta_weight=0.3", "loss_weights.lambda_amp=30"],
     # three times the TA weight at the default anchor (audit blind gain 0.88, inside the band)
