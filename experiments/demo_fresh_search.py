@@ -60,6 +60,14 @@ HOP512 = [
     "{upper_hz: 4000.0, width_bins: 24}, {upper_hz: 8000.0, width_bins: 64}]",
 ]
 
+# "Seed n": other initial weights (train.seed) and other training mixtures (data.seed); the
+# test mixtures do not depend on them.
+SEEDS = {
+    1: ["train.seed=1", "data.seed=4321"],
+    2: ["train.seed=2", "data.seed=99"],
+    3: ["train.seed=3", "data.seed=777"],
+}
+
 VARIANTS: dict[str, list[str]] = {
     "base": [],
     "cheap_phase": [CHEAP_PHASE],
@@ -98,13 +106,13 @@ VARIANTS: dict[str, list[str]] = {
     ],
     "hop512_ta_ratio0.3": [*HOP512, "data.ta_ratio=0.3"],
     # hop512 with other initial weights and other training mixtures: the seed-to-seed spread
-    "hop512_seed1": [*HOP512, "train.seed=1", "data.seed=4321"],
-    "hop512_seed2": [*HOP512, "train.seed=2", "data.seed=99"],
-    "hop512_seed3": [*HOP512, "train.seed=3", "data.seed=777"],
+    "hop512_seed1": [*HOP512, *SEEDS[1]],
+    "hop512_seed2": [*HOP512, *SEEDS[2]],
+    "hop512_seed3": [*HOP512, *SEEDS[3]],
     # the 512-point STFT (demo.yaml before 2026-12-01): seed 0 and other seeds
     "stft512": STFT512,
-    "base_seed1": [*STFT512, "train.seed=1", "data.seed=4321"],
-    "stft512_seed2": [*STFT512, "train.seed=2", "data.seed=99"],
+    "base_seed1": [*STFT512, *SEEDS[1]],
+    "stft512_seed2": [*STFT512, *SEEDS[2]],
     # 1024-point STFT, wider or one more block
     "wide64": [
         *HOP512,
@@ -122,19 +130,18 @@ VARIANTS: dict[str, list[str]] = {
     ],
     # a learned per-frame gain on the mask (model.presence_gain), seeds 0 and 1 as hop512
     "hop512_gain": [*HOP512, "model.presence_gain=true"],
-    "hop512_gain_seed1": [*HOP512, "model.presence_gain=true", "train.seed=1", "data.seed=4321"],
+    "hop512_gain_seed1": [*HOP512, "model.presence_gain=true", *SEEDS[1]],
     # no conditioning dropout: never train an output without the enrolment (seeds 0 and 1)
     "hop512_nodrop": [*HOP512, "model.ref_dropout_prob=0"],
-    "hop512_nodrop_seed1": [*HOP512, "model.ref_dropout_prob=0", "train.seed=1", "data.seed=4321"],
-    "hop512_nodrop_seed2": [*HOP512, "model.ref_dropout_prob=0", "train.seed=2", "data.seed=99"],
-    "hop512_nodrop_seed3": [*HOP512, "model.ref_dropout_prob=0", "train.seed=3", "data.seed=777"],
+    "hop512_nodrop_seed1": [*HOP512, "model.ref_dropout_prob=0", *SEEDS[1]],
+    "hop512_nodrop_seed2": [*HOP512, "model.ref_dropout_prob=0", *SEEDS[2]],
+    "hop512_nodrop_seed3": [*HOP512, "model.ref_dropout_prob=0", *SEEDS[3]],
     # three times the TA weight at demo.yaml's anchor, 64 ms window (seeds 0 and 1)
     "hop512_ta_w0.3": [*HOP512, "loss_weights.ta_weight=0.3"],
     "hop512_ta_w0.3_seed1": [
         *HOP512,
         "loss_weights.ta_weight=0.3",
-        "train.seed=1",
-        "data.seed=4321",
+        *SEEDS[1],
     ],
     # three times the TA weight; the anchor scaled with it keeps the audit's blind gain
     "ta_w0.3": ["loss_weights.ta_weight=0.3", "loss_weights.lambda_amp=30"],

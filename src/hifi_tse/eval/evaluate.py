@@ -428,7 +428,7 @@ def evaluate_checkpoint(
         if partial_presence:
             seconds = partial_seconds or 2.0 * cfg.audio.segment_seconds
             long_cfg = dataclasses.replace(
-                mix_cfg, audio=dataclasses.replace(cfg.audio, segment_seconds=seconds)
+                mix_cfg, audio=dataclasses.replace(mix_cfg.audio, segment_seconds=seconds)
             )
             n_pp = partial_examples or max(1, examples // 4)
             long_set = FixedExampleSet(
