@@ -68,6 +68,9 @@ SEEDS = {
     3: ["train.seed=3", "data.seed=777"],
 }
 
+# The auxiliary speaker classifier over the demo corpus's 48 training voices, weight 0.5.
+SPEAKER_0_5 = ["model.speaker_classes=48", "loss_weights.lambda_speaker=0.5"]
+
 VARIANTS: dict[str, list[str]] = {
     "base": [],
     "cheap_phase": [CHEAP_PHASE],
@@ -141,6 +144,19 @@ VARIANTS: dict[str, list[str]] = {
     "hop512_ta_w0.3_seed1": [
         *HOP512,
         "loss_weights.ta_weight=0.3",
+        *SEEDS[1],
+    ],
+    # the auxiliary speaker classifier on the enrolment (48 demo training voices), no dropout
+    "hop512_spk0.5": [*HOP512, "model.ref_dropout_prob=0", *SPEAKER_0_5],
+    "hop512_spk0.5_seed1": [*HOP512, "model.ref_dropout_prob=0", *SPEAKER_0_5, *SEEDS[1]],
+    "hop512_spk0.5_seed2": [*HOP512, "model.ref_dropout_prob=0", *SPEAKER_0_5, *SEEDS[2]],
+    "hop512_spk0.5_seed3": [*HOP512, "model.ref_dropout_prob=0", *SPEAKER_0_5, *SEEDS[3]],
+    # phase-free per-bin shape features in the encoder (band_split.bin_shape), no dropout
+    "hop512_shape": [*HOP512, "model.ref_dropout_prob=0", "band_split.bin_shape=true"],
+    "hop512_shape_seed1": [
+        *HOP512,
+        "model.ref_dropout_prob=0",
+        "band_split.bin_shape=true",
         *SEEDS[1],
     ],
     # three times the TA weight; the anchor scaled with it keeps the audit's blind gain

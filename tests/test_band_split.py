@@ -168,3 +168,32 @@ def test_decoder_mask_limit_caps_magnitude_only_above_limit():
     with torch.no_grad():
         dec.out_bias.mul_(10.0)  # |mask| = 10 before the cap
     assert torch.allclose(dec(x).abs(), torch.full((1, num_bins, 4), 2.0))
+
+
+def test_bin_shape_features_are_phase_free_per_bin_shapes():
+    torch.manual_seed(0)
+    layout, num_bins = _layout_tiny()
+    plain = BandSplitEncoder(layout, num_bins, feature_dim=16, eps=1e-5)
+    enc = BandSplitEncoder(layout, num_bins, feature_dim=16, eps=1e-5, bin_shape=True)
+    enc.load_state_dict(plain.state_dict(), strict=False)
+    # stored flat: one row per real band bin, no padding
+    assert enc.bin_weight.shape == (sum(e - s for s, e in layout), 16)
+    spec = torch.randn(2, num_bins, 7, dtype=torch.complex64)
+    torch.testing.assert_close(enc(spec), plain(spec))  # zero-initialised: no change at init
+    with torch.no_grad():
+        enc.bin_weight.normal_()
+    # per band loop: each bin's dB / 20 minus the band's mean of those, times its own row
+    rows = iter(enc.bin_weight.split([e - s for s, e in layout]))
+    extra = []
+    for s, e in layout:
+        db = 10 * torch.log10(spec[:, s:e].abs().square() + 1e-10) / 20.0  # (B, W, T)
+        shape = db - db.mean(1, keepdim=True)
+        extra.append(torch.einsum("bwt,wd->btd", shape, next(rows)))
+    torch.testing.assert_close(enc(spec), plain(spec) + torch.stack(extra), atol=1e-4, rtol=1e-4)
+    # the shape part alone ignores every bin's phase and the input gain
+    with torch.no_grad():
+        enc.weight.zero_()
+    turned = spec * torch.exp(1j * 6.28 * torch.rand(spec.shape))
+    torch.testing.assert_close(enc(turned * 3.0), enc(spec), atol=1e-4, rtol=1e-4)
+    tilted = spec * torch.linspace(0.2, 2.0, num_bins)[None, :, None]
+    assert (enc(tilted) - enc(spec)).abs().max() > 0.1

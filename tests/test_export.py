@@ -132,3 +132,32 @@ def test_onnx_carries_the_presence_gain(tmp_path):
         ungated = model(torch.from_numpy(mix), torch.from_numpy(ref)[None]).numpy()
     assert np.abs(want - ungated).max() > 0.1 * np.abs(ungated).max()
     assert np.abs(got - want).max() < 1e-3
+
+
+def test_onnx_carries_the_bin_shape_features(tmp_path):
+    from eval_fixtures import tiny_config
+
+    from hifi_tse.infer.loading import save_generator_checkpoint
+    from hifi_tse.models.generator import build_generator
+
+    cfg = tiny_config()
+    cfg.band_split.bin_shape = True
+    torch.manual_seed(0)
+    model = build_generator(cfg).eval()
+    with torch.no_grad():  # features that matter, and a mask that depends on them
+        model.encoder.bin_weight.normal_(std=1.0)
+        model.decoder.out_weight.normal_(std=0.1)
+    save_generator_checkpoint(tmp_path / "shape.pt", model, cfg, step=1)
+    out = tmp_path / "shape.onnx"
+    args = ["export", "--checkpoint", str(tmp_path / "shape.pt"), "-o", str(out)]
+    assert main(args + ["--chunk-seconds", "1.0", "--ref-seconds", "1.0", "--no-verify"]) == 0
+    rng = np.random.default_rng(0)
+    mix = (voice(rng, 130.0, 1.0, SR) + voice(rng, 210.0, 1.0, SR))[None]
+    ref = voice(rng, 130.0, 1.0, SR)
+    got = OnnxModel(out, threads=1).chunk_fn(ref)(mix)
+    with torch.no_grad():
+        want = model(torch.from_numpy(mix), torch.from_numpy(ref)[None]).numpy()
+        model.encoder.bin_weight.zero_()  # the same model without the features
+        without = model(torch.from_numpy(mix), torch.from_numpy(ref)[None]).numpy()
+    assert np.abs(want - without).max() > 0.1 * np.abs(without).max()
+    assert np.abs(got - want).max() < 1e-3

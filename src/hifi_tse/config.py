@@ -74,6 +74,11 @@ class BandSplitConfig:
         "and the frame's mean), which the per-band LayerNorm removes",
     )
     level_floor_db: float = _f(-100.0, hi=0.0, doc="power floor of the level features, dB")
+    bin_shape: bool = _f(
+        False,
+        doc="also feed each bin's power relative to its band's mean log power (phase-free "
+        "fine spectral shape: pitch harmonics, formant slopes); zero-initialised",
+    )
 
 
 @dataclass
@@ -103,6 +108,13 @@ class ModelConfig:
         False,
         doc="learned per-frame gain in (0, 2) on the mask, from band-pooled features (1 at init)",
     )
+    speaker_classes: int = _f(
+        0,
+        lo=0,
+        hi=1_000_000,
+        doc="training speakers the auxiliary speaker classifier names (0 = no classifier); "
+        "at least the speakers of manifest_train.jsonl",
+    )
     decoder_hidden: int = _f(128, lo=1, hi=8192, doc="per-band mask MLP hidden width, units")
     norm_eps: float = _f(1e-5, lo=1e-12, hi=1e-1, doc="LayerNorm variance floor, (feature units)^2")
 
@@ -119,6 +131,12 @@ class LossConfig:
         doc="TP amplitude anchor; holds a blind common gain near exp(-4.34 ta_weight / lambda_amp)",
     )
     lambda_mrstft: float = _f(0.0, lo=0.0, doc="multi-resolution STFT loss")
+    lambda_speaker: float = _f(
+        0.0,
+        lo=0.0,
+        doc="cross-entropy of the auxiliary speaker classifier on the enrollment "
+        "(needs model.speaker_classes)",
+    )
     lambda_adv: float = _f(1.0, lo=0.0, doc="LS-GAN generator term (GAN phase only)")
     lambda_fm: float = _f(2.0, lo=0.0, doc="feature matching (GAN phase only)")
     ta_weight: float = _f(0.1, lo=0.0, hi=1.0, doc="share of the TA term in scene-aware loss")
@@ -394,6 +412,11 @@ def _check_cross(cfg: Config) -> None:
     if cfg.train.min_lr > cfg.train.lr:
         raise ConfigError(
             f"train.min_lr: expected <= train.lr ({cfg.train.lr}), got {cfg.train.min_lr}"
+        )
+    if cfg.loss_weights.lambda_speaker > 0 and cfg.model.speaker_classes == 0:
+        raise ConfigError(
+            "model.speaker_classes: expected the number of training speakers (> 0) when "
+            f"loss_weights.lambda_speaker > 0 ({cfg.loss_weights.lambda_speaker}), got 0"
         )
     if cfg.health.rms_ratio_low >= cfg.health.rms_ratio_high:
         raise ConfigError("health.rms_ratio_low: expected < health.rms_ratio_high")

@@ -107,8 +107,9 @@ def collate_batch(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack dataset items into the batch dict of the data contract.
 
     Returns ``mix (B, L)``, ``ref (B, L_ref)``, ``target (B, L)`` float32, ``target_present
-    (B,)`` bool, ``snr_db (B,)`` float32, ``num_interferers (B,)`` int64, ``index (B,)`` int64
-    tensors and ``meta``: the list of per-example dicts.
+    (B,)`` bool, ``snr_db (B,)`` float32, ``num_interferers (B,)`` int64, ``index (B,)`` int64,
+    ``speaker_index (B,)`` int64 (the enrolled speaker among the split's speakers, -1 where
+    the meta does not say) tensors and ``meta``: the list of per-example dicts.
     """
 
     def stack(name: str) -> torch.Tensor:
@@ -124,6 +125,9 @@ def collate_batch(items: list[dict[str, Any]]) -> dict[str, Any]:
             [int(it["num_interferers"]) for it in items], dtype=torch.int64
         ),
         "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.int64),
+        "speaker_index": torch.tensor(
+            [int(it["meta"].get("target_speaker_index", -1)) for it in items], dtype=torch.int64
+        ),
         "meta": [it["meta"] for it in items],
     }
 

@@ -290,6 +290,7 @@ def mix_example(
     meta: dict[str, Any] = {
         "target_present": bool(target_present),
         "target_speaker": sources.speakers[int(speakers[0])],
+        "target_speaker_index": int(speakers[0]),  # in this split's sorted speakers
         "target_utterance": t_info["uid"],
         "ref_utterance": r_info["uid"],
         "interferer_speakers": [sources.speakers[int(s)] for s in speakers[1:]],

@@ -34,7 +34,7 @@ from hifi_tse.losses.separation import (
 from hifi_tse.losses.spectral import MultiResolutionSTFTLoss, PhaseSensitiveLoss
 from hifi_tse.schedules import PHASE_GAN, PHASE_TP, PHASE_TP_TA
 
-LOSS_TERMS = ("sep", "phase", "amp", "mrstft", "ta_energy", "adv", "fm", "total")
+LOSS_TERMS = ("sep", "phase", "amp", "mrstft", "ta_energy", "adv", "fm", "speaker", "total")
 """Names that are losses (lower is better); the rest of ``terms`` are diagnostics."""
 
 

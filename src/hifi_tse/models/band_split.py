@@ -116,11 +116,23 @@ class _PaddedBands(nn.Module):
             persistent=False,
         )
         self.num_coefs = int(coef_valid.sum())
+        # The same for the bin layout (K, Wmax): bin-level features and their weights.
+        self.register_buffer("bin_mask", valid.float()[:, None, :], persistent=False)
+        self.register_buffer(
+            "bin_pos", torch.nonzero(valid.reshape(-1)).squeeze(1), persistent=False
+        )
+        self.register_buffer("bin_count", valid.sum(1).float()[:, None, None], persistent=False)
+        self.num_band_bins = int(valid.sum())
 
     def pad_rows(self, flat: torch.Tensor) -> torch.Tensor:
         """``(num_coefs, N)`` flat per-coefficient rows -> ``(K, C, N)`` zero-padded."""
         full = flat.new_zeros(self.num_bands * self.coef_dim, flat.shape[1])
         return full.index_copy(0, self.coef_pos, flat).view(self.num_bands, self.coef_dim, -1)
+
+    def pad_bin_rows(self, flat: torch.Tensor) -> torch.Tensor:
+        """``(num_band_bins, N)`` flat per-bin rows -> ``(K, Wmax, N)`` zero-padded."""
+        full = flat.new_zeros(self.num_bands * self.max_width, flat.shape[1])
+        return full.index_copy(0, self.bin_pos, flat).view(self.num_bands, self.max_width, -1)
 
 
 # Level features are in units of this many dB, so their values are O(1) for the projection.
@@ -136,12 +148,22 @@ class BandSplitEncoder(nn.Module):
     power in dB relative to the frame's mean over bands (envelope; gain-invariant) and that
     frame mean itself (loudness), both in units of ``LEVEL_UNIT_DB``.
 
+    With ``bin_shape`` each bin's power in dB relative to its band's mean log power (the
+    band's fine spectral shape: harmonics and formant slopes) is added too, through one
+    learned direction per bin. The projection of the real and imaginary parts above is
+    linear in a spectrum whose phase turns from frame to frame, so averaged over frames (as
+    FiLM does) or compared between two utterances (as the cross-attention does) it keeps
+    little of a voice; these features are phase-free, so pitch and timbre survive both.
+    Their weights start at zero, so a model gains them without changing its output.
+
     Args:
         layout: band ranges from :func:`band_layout`.
         num_bins: STFT bins F.
         feature_dim: D, per-band feature width.
         eps: LayerNorm variance floor.
         level_floor_db: power floor of the level features, dB; None = no level features.
+        bin_shape: add the per-bin shape features.
+        bin_floor_db: power floor of the per-bin shape features, dB.
     """
 
     def __init__(
@@ -151,9 +173,12 @@ class BandSplitEncoder(nn.Module):
         feature_dim: int,
         eps: float,
         level_floor_db: float | None = None,
+        bin_shape: bool = False,
+        bin_floor_db: float = -100.0,
     ) -> None:
         super().__init__()
         self.level_floor = None if level_floor_db is None else 10.0 ** (level_floor_db / 10.0)
+        self.bin_floor = 10.0 ** (bin_floor_db / 10.0)
         # (K, 2, D): per band, the directions of relative level and frame loudness; zero at
         # init so a new model starts exactly as one without level features.
         self.level_weight = (
@@ -162,6 +187,10 @@ class BandSplitEncoder(nn.Module):
             else nn.Parameter(torch.zeros(len(layout), 2, feature_dim))
         )
         self.bands = _PaddedBands(layout, num_bins)
+        # (num_band_bins, D), stored flat without padding like the projection below.
+        self.bin_weight = (
+            nn.Parameter(torch.zeros(self.bands.num_band_bins, feature_dim)) if bin_shape else None
+        )
         self.feature_dim = feature_dim
         self.eps = eps
         nc = self.bands.num_coefs
@@ -200,6 +229,7 @@ class BandSplitEncoder(nn.Module):
         x = spec.index_select(1, b.gather_idx)  # (B, K*Wmax, T, 2)
         x = x.view(batch, b.num_bands, b.max_width, frames, 2).permute(1, 0, 3, 2, 4)
         x = x.reshape(b.num_bands, batch * frames, b.coef_dim)  # (K, N, C)
+        shape = None if self.bin_weight is None else self._bin_shape(x)
         # Masked LayerNorm over each band's 2*W real coefficients.
         mask = b.coef_mask
         mean = (x * mask).sum(-1, keepdim=True) / b.coef_count
@@ -216,7 +246,18 @@ class BandSplitEncoder(nn.Module):
         out = torch.baddbmm(self.bias[:, None, :], x, weight)  # (K, N, D)
         if level is not None:
             out = torch.baddbmm(out, level, self.level_weight)
+        if shape is not None:
+            out = torch.baddbmm(out, shape, b.pad_bin_rows(self.bin_weight))
         return out.view(b.num_bands, batch, frames, self.feature_dim)
+
+    def _bin_shape(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (K, N, C)`` raw band coefficients -> ``(K, N, Wmax)`` per-bin power in
+        ``LEVEL_UNIT_DB`` relative to the band's mean over its bins (0 in padding)."""
+        b = self.bands
+        power = x.view(*x.shape[:2], b.max_width, 2).square().sum(-1)  # (K, N, Wmax)
+        bin_db = 10.0 * torch.log10(power + self.bin_floor) / LEVEL_UNIT_DB
+        band_mean = (bin_db * b.bin_mask).sum(-1, keepdim=True) / b.bin_count
+        return (bin_db - band_mean) * b.bin_mask
 
 
 class BandMergeDecoder(nn.Module):

@@ -5,6 +5,7 @@
         ─▶ band-merge decoder: complex mask (B, F, T) [× per-frame presence gain (B, 1, T)]
         ─× mixture spectrum─▶ iSTFT ─▶ (B, L)
     ref (B, L_ref) ─STFT─▶ the same band-split encoder ─▶ (K, B, S, D)
+        [─▶ time-pooled ─▶ speaker classifier logits (B, classes): training objective only]
 
 The mask starts as 1 + 0j, the optional presence gain as 1 and FiLM as the identity, so an
 untrained generator returns the mixture: training starts from pass-through rather than from
@@ -22,6 +23,7 @@ from hifi_tse.models.band_split import BandMergeDecoder, BandSplitEncoder, band_
 from hifi_tse.models.conditioning import FiLM, ReferenceAttention, drop_reference
 from hifi_tse.models.gridnet import GridNet
 from hifi_tse.models.presence import PresenceGain
+from hifi_tse.models.speaker import SpeakerClassifier
 
 
 def attention_window_frames(cfg: Config) -> int:
@@ -51,6 +53,8 @@ class Generator(nn.Module):
             m.feature_dim,
             m.norm_eps,
             bs.level_floor_db if bs.level_features else None,
+            bin_shape=bs.bin_shape,
+            bin_floor_db=bs.level_floor_db,
         )
         self.usef = (
             ReferenceAttention(m.feature_dim, m.num_heads, m.norm_eps) if m.use_usef else None
@@ -70,6 +74,11 @@ class Generator(nn.Module):
             self.layout, num_bins, m.feature_dim, m.decoder_hidden, m.norm_eps, m.mask_limit
         )
         self.presence = PresenceGain(m.feature_dim, m.norm_eps) if m.presence_gain else None
+        self.speaker_classifier = (
+            SpeakerClassifier(len(self.layout), m.feature_dim, m.speaker_classes, m.norm_eps)
+            if m.speaker_classes > 0
+            else None
+        )
         self.ref_dropout_prob = m.ref_dropout_prob
 
     @property
@@ -85,8 +94,15 @@ class Generator(nn.Module):
         with torch.autocast(device_type=wav.device.type, enabled=False):
             return self.stft(wav.float())
 
-    def forward(self, mix: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """``mix (B, L)``, ``ref (B, L_ref)`` float -> estimate ``(B, L)`` float32."""
+    def forward(
+        self, mix: torch.Tensor, ref: torch.Tensor, speaker_logits: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``mix (B, L)``, ``ref (B, L_ref)`` float -> estimate ``(B, L)`` float32.
+
+        With ``speaker_logits`` (training, ``model.speaker_classes > 0``) returns
+        ``(estimate, logits (B, classes))``: the classifier scores the enrollment's features
+        before conditioning dropout, so a dropped reference still trains the encoder.
+        """
         if mix.dim() != 2 or ref.dim() != 2 or mix.shape[0] != ref.shape[0]:
             raise ValueError(
                 f"Generator expects mix (B, L) and ref (B, L_ref) with the same B, got "
@@ -95,7 +111,8 @@ class Generator(nn.Module):
         length = mix.shape[-1]
         spec = self._stft(mix)  # (B, F, T) complex64
         x = self.encoder(spec)  # (K, B, T, D)
-        r = drop_reference(self.encode_reference(ref), self.ref_dropout_prob, self.training)
+        ref_features = self.encode_reference(ref)
+        r = drop_reference(ref_features, self.ref_dropout_prob, self.training)
         if self.usef is not None:
             x = self.usef(x, r)
         if self.film is not None:
@@ -105,7 +122,12 @@ class Generator(nn.Module):
         if self.presence is not None:
             mask = mask * self.presence(x)[:, None, :]
         with torch.autocast(device_type=mix.device.type, enabled=False):
-            return self.stft.inverse(spec * mask, length)
+            estimate = self.stft.inverse(spec * mask, length)
+        if not speaker_logits:
+            return estimate
+        if self.speaker_classifier is None:
+            raise ValueError("speaker_logits=True needs model.speaker_classes > 0")
+        return estimate, self.speaker_classifier(ref_features)
 
 
 def build_generator(cfg: Config) -> Generator:

@@ -365,6 +365,13 @@ class Trainer:
             rank=info.rank,
             examples_per_step=self.examples_per_step,
         )
+        speakers = len(train_set.sources.speakers)
+        if 0 < cfg.model.speaker_classes < speakers:
+            raise UserError(
+                f"model.speaker_classes: expected >= {speakers} (the speakers of "
+                f"{self.data_dir / 'manifest_train.jsonl'} with 2+ utterances), "
+                f"got {cfg.model.speaker_classes}"
+            )
         workers = cfg.data.num_workers
         self.train_loader = DataLoader(
             train_set,
