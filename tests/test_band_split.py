@@ -174,7 +174,7 @@ def test_bin_shape_features_are_phase_free_per_bin_shapes():
     torch.manual_seed(0)
     layout, num_bins = _layout_tiny()
     plain = BandSplitEncoder(layout, num_bins, feature_dim=16, eps=1e-5)
-    enc = BandSplitEncoder(layout, num_bins, feature_dim=16, eps=1e-5, bin_shape=True)
+    enc = BandSplitEncoder(layout, num_bins, feature_dim=16, eps=1e-5, bin_floor_db=-100.0)
     enc.load_state_dict(plain.state_dict(), strict=False)
     # stored flat: one row per real band bin, no padding
     assert enc.bin_weight.shape == (sum(e - s for s, e in layout), 16)

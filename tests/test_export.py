@@ -105,10 +105,30 @@ def test_export_cli_verifies_full_chunk_default(tiny_ckpt, tmp_path, capsys):  #
     assert "max abs difference" in capsys.readouterr().out
 
 
+def _export_and_run(tmp_path, model, cfg, remove):
+    """Export ``model`` to ONNX and run it and PyTorch on one two-talker clip; then
+    ``remove(model)`` takes the feature under test away. Returns ONNX, PyTorch and
+    PyTorch-without outputs ``(1, L)``."""
+    from hifi_tse.infer.loading import save_generator_checkpoint
+
+    save_generator_checkpoint(tmp_path / "m.pt", model, cfg, step=1)
+    out = tmp_path / "m.onnx"
+    args = ["export", "--checkpoint", str(tmp_path / "m.pt"), "-o", str(out)]
+    assert main(args + ["--chunk-seconds", "1.0", "--ref-seconds", "1.0", "--no-verify"]) == 0
+    rng = np.random.default_rng(0)
+    mix = (voice(rng, 130.0, 1.0, SR) + voice(rng, 210.0, 1.0, SR))[None]
+    ref = voice(rng, 130.0, 1.0, SR)
+    got = OnnxModel(out, threads=1).chunk_fn(ref)(mix)
+    with torch.no_grad():
+        want = model(torch.from_numpy(mix), torch.from_numpy(ref)[None]).numpy()
+        remove(model)
+        without = model(torch.from_numpy(mix), torch.from_numpy(ref)[None]).numpy()
+    return got, want, without
+
+
 def test_onnx_carries_the_presence_gain(tmp_path):
     from eval_fixtures import tiny_config
 
-    from hifi_tse.infer.loading import save_generator_checkpoint
     from hifi_tse.models.generator import build_generator
 
     cfg = tiny_config()
@@ -118,18 +138,9 @@ def test_onnx_carries_the_presence_gain(tmp_path):
     with torch.no_grad():  # a gain that varies with the features, well away from 1
         model.presence.proj.weight.normal_(std=1.0)
         model.presence.proj.bias.fill_(-1.0)
-    save_generator_checkpoint(tmp_path / "gain.pt", model, cfg, step=1)
-    out = tmp_path / "gain.onnx"
-    args = ["export", "--checkpoint", str(tmp_path / "gain.pt"), "-o", str(out)]
-    assert main(args + ["--chunk-seconds", "1.0", "--ref-seconds", "1.0", "--no-verify"]) == 0
-    rng = np.random.default_rng(0)
-    mix = (voice(rng, 130.0, 1.0, SR) + voice(rng, 210.0, 1.0, SR))[None]
-    ref = voice(rng, 130.0, 1.0, SR)
-    got = OnnxModel(out, threads=1).chunk_fn(ref)(mix)
-    with torch.no_grad():
-        want = model(torch.from_numpy(mix), torch.from_numpy(ref)[None]).numpy()
-        model.presence = None  # the same model without its gain
-        ungated = model(torch.from_numpy(mix), torch.from_numpy(ref)[None]).numpy()
+    got, want, ungated = _export_and_run(
+        tmp_path, model, cfg, lambda m: setattr(m, "presence", None)
+    )
     assert np.abs(want - ungated).max() > 0.1 * np.abs(ungated).max()
     assert np.abs(got - want).max() < 1e-3
 
@@ -137,7 +148,6 @@ def test_onnx_carries_the_presence_gain(tmp_path):
 def test_onnx_carries_the_bin_shape_features(tmp_path):
     from eval_fixtures import tiny_config
 
-    from hifi_tse.infer.loading import save_generator_checkpoint
     from hifi_tse.models.generator import build_generator
 
     cfg = tiny_config()
@@ -147,17 +157,8 @@ def test_onnx_carries_the_bin_shape_features(tmp_path):
     with torch.no_grad():  # features that matter, and a mask that depends on them
         model.encoder.bin_weight.normal_(std=1.0)
         model.decoder.out_weight.normal_(std=0.1)
-    save_generator_checkpoint(tmp_path / "shape.pt", model, cfg, step=1)
-    out = tmp_path / "shape.onnx"
-    args = ["export", "--checkpoint", str(tmp_path / "shape.pt"), "-o", str(out)]
-    assert main(args + ["--chunk-seconds", "1.0", "--ref-seconds", "1.0", "--no-verify"]) == 0
-    rng = np.random.default_rng(0)
-    mix = (voice(rng, 130.0, 1.0, SR) + voice(rng, 210.0, 1.0, SR))[None]
-    ref = voice(rng, 130.0, 1.0, SR)
-    got = OnnxModel(out, threads=1).chunk_fn(ref)(mix)
-    with torch.no_grad():
-        want = model(torch.from_numpy(mix), torch.from_numpy(ref)[None]).numpy()
-        model.encoder.bin_weight.zero_()  # the same model without the features
-        without = model(torch.from_numpy(mix), torch.from_numpy(ref)[None]).numpy()
+    got, want, without = _export_and_run(
+        tmp_path, model, cfg, lambda m: m.encoder.bin_weight.zero_()
+    )
     assert np.abs(want - without).max() > 0.1 * np.abs(without).max()
     assert np.abs(got - want).max() < 1e-3

@@ -148,7 +148,7 @@ class BandSplitEncoder(nn.Module):
     power in dB relative to the frame's mean over bands (envelope; gain-invariant) and that
     frame mean itself (loudness), both in units of ``LEVEL_UNIT_DB``.
 
-    With ``bin_shape`` each bin's power in dB relative to its band's mean log power (the
+    With ``bin_floor_db`` set, each bin's power in dB relative to its band's mean log power (the
     band's fine spectral shape: harmonics and formant slopes) is added too, through one
     learned direction per bin. The projection of the real and imaginary parts above is
     linear in a spectrum whose phase turns from frame to frame, so averaged over frames (as
@@ -162,8 +162,7 @@ class BandSplitEncoder(nn.Module):
         feature_dim: D, per-band feature width.
         eps: LayerNorm variance floor.
         level_floor_db: power floor of the level features, dB; None = no level features.
-        bin_shape: add the per-bin shape features.
-        bin_floor_db: power floor of the per-bin shape features, dB.
+        bin_floor_db: power floor of the per-bin shape features, dB; None = no such features.
     """
 
     def __init__(
@@ -173,12 +172,11 @@ class BandSplitEncoder(nn.Module):
         feature_dim: int,
         eps: float,
         level_floor_db: float | None = None,
-        bin_shape: bool = False,
-        bin_floor_db: float = -100.0,
+        bin_floor_db: float | None = None,
     ) -> None:
         super().__init__()
         self.level_floor = None if level_floor_db is None else 10.0 ** (level_floor_db / 10.0)
-        self.bin_floor = 10.0 ** (bin_floor_db / 10.0)
+        self.bin_floor = None if bin_floor_db is None else 10.0 ** (bin_floor_db / 10.0)
         # (K, 2, D): per band, the directions of relative level and frame loudness; zero at
         # init so a new model starts exactly as one without level features.
         self.level_weight = (
@@ -189,7 +187,9 @@ class BandSplitEncoder(nn.Module):
         self.bands = _PaddedBands(layout, num_bins)
         # (num_band_bins, D), stored flat without padding like the projection below.
         self.bin_weight = (
-            nn.Parameter(torch.zeros(self.bands.num_band_bins, feature_dim)) if bin_shape else None
+            None
+            if bin_floor_db is None
+            else nn.Parameter(torch.zeros(self.bands.num_band_bins, feature_dim))
         )
         self.feature_dim = feature_dim
         self.eps = eps

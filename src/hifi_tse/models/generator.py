@@ -53,8 +53,7 @@ class Generator(nn.Module):
             m.feature_dim,
             m.norm_eps,
             bs.level_floor_db if bs.level_features else None,
-            bin_shape=bs.bin_shape,
-            bin_floor_db=bs.level_floor_db,
+            bs.level_floor_db if bs.bin_shape else None,
         )
         self.usef = (
             ReferenceAttention(m.feature_dim, m.num_heads, m.norm_eps) if m.use_usef else None
