@@ -98,14 +98,21 @@ def test_encoder_matches_per_band_loop():
     assert enc.weight.numel() == sum(2 * (e - s) for s, e in layout) * 16  # no dead padding
 
 
-def test_level_features_add_band_and_frame_levels():
+def _plain_and_extended(**extra):
+    """A plain encoder and one with the ``extra`` features sharing its weights, checked to
+    match at init (the extra weights are zero); returns ``layout, plain, enc, spec``."""
     torch.manual_seed(0)
     layout, num_bins = _layout_tiny()
     plain = BandSplitEncoder(layout, num_bins, feature_dim=16, eps=1e-5)
-    enc = BandSplitEncoder(layout, num_bins, feature_dim=16, eps=1e-5, level_floor_db=-100.0)
+    enc = BandSplitEncoder(layout, num_bins, feature_dim=16, eps=1e-5, **extra)
     enc.load_state_dict(plain.state_dict(), strict=False)
     spec = torch.randn(2, num_bins, 7, dtype=torch.complex64)
     torch.testing.assert_close(enc(spec), plain(spec))  # zero-initialised: no change at init
+    return layout, plain, enc, spec
+
+
+def test_level_features_add_band_and_frame_levels():
+    layout, plain, enc, spec = _plain_and_extended(level_floor_db=-100.0)
     with torch.no_grad():
         enc.level_weight.normal_()
     # per band loop: power in dB / 20, relative to the frame mean over bands, plus that mean
@@ -171,15 +178,10 @@ def test_decoder_mask_limit_caps_magnitude_only_above_limit():
 
 
 def test_bin_shape_features_are_phase_free_per_bin_shapes():
-    torch.manual_seed(0)
-    layout, num_bins = _layout_tiny()
-    plain = BandSplitEncoder(layout, num_bins, feature_dim=16, eps=1e-5)
-    enc = BandSplitEncoder(layout, num_bins, feature_dim=16, eps=1e-5, bin_floor_db=-100.0)
-    enc.load_state_dict(plain.state_dict(), strict=False)
+    layout, plain, enc, spec = _plain_and_extended(bin_floor_db=-100.0)
+    num_bins = spec.shape[1]
     # stored flat: one row per real band bin, no padding
     assert enc.bin_weight.shape == (sum(e - s for s, e in layout), 16)
-    spec = torch.randn(2, num_bins, 7, dtype=torch.complex64)
-    torch.testing.assert_close(enc(spec), plain(spec))  # zero-initialised: no change at init
     with torch.no_grad():
         enc.bin_weight.normal_()
     # per band loop: each bin's dB / 20 minus the band's mean of those, times its own row

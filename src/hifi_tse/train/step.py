@@ -166,7 +166,7 @@ def train_step(mods: StepModules, micro_batches: list[dict[str, Any]], stage: St
     lambda_speaker = cfg.loss_weights.lambda_speaker
     # Whenever the classifier exists it runs (weight 0 only logs it), so under DDP every
     # parameter receives a gradient each step.
-    with_speaker = getattr(unwrap(gen), "speaker_classifier", None) is not None
+    with_speaker = unwrap(gen).speaker_classifier is not None
     finite = True
     est_rms = tgt_rms = 0.0
     tp = ta = 0
