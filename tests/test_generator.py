@@ -128,7 +128,7 @@ def test_film_statistics_pooling():
     from hifi_tse.models.conditioning import FiLM
 
     torch.manual_seed(0)
-    film = FiLM(6, "mean_std")
+    film = FiLM(6, "mean_std", 1e-5)
     x, ref = torch.randn(3, 2, 5, 6), torch.randn(3, 2, 9, 6)
     torch.testing.assert_close(film(x, ref), x)  # identity at init
     with torch.no_grad():
@@ -137,12 +137,26 @@ def test_film_statistics_pooling():
     centred = ref - ref.mean(2, keepdim=True)
     same_mean = ref + centred
     assert (film(x, ref) - film(x, same_mean)).abs().max() > 1e-3
-    mean_only = FiLM(6, "mean")
+    mean_only = FiLM(6, "mean", 1e-5)
     with torch.no_grad():
         mean_only.proj.weight.normal_()
     torch.testing.assert_close(mean_only(x, ref), mean_only(x, same_mean), atol=1e-5, rtol=1e-5)
     cfg = _cfg("model.film_pooling=mean_std")
     assert build_generator(cfg).film.proj.in_features == 2 * cfg.model.feature_dim
+
+
+def test_film_statistics_pooling_of_a_constant_reference_has_finite_gradients():
+    """A silent or zeroed (conditioning-dropout) reference has zero spread, where a bare
+    square root's gradient is infinite and would put NaN into every weight."""
+    from hifi_tse.models.conditioning import FiLM
+
+    torch.manual_seed(0)
+    film = FiLM(6, "mean_std", 1e-5)
+    with torch.no_grad():
+        film.proj.weight.normal_()
+    ref = torch.zeros(3, 2, 9, 6, requires_grad=True)
+    film(torch.randn(3, 2, 5, 6), ref).square().sum().backward()
+    assert torch.isfinite(ref.grad).all() and torch.isfinite(film.proj.weight.grad).all()
 
 
 def _plain_attention(q, k, v):

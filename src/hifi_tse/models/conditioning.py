@@ -42,14 +42,17 @@ class FiLM(nn.Module):
     ``x * (1 + gamma) + beta`` with ``(gamma, beta) = Linear(pool_t ref)``; ``pool`` is the
     mean over reference frames, or (``pooling="mean_std"``) mean and standard deviation side
     by side (statistics pooling, as in x-vector speaker embeddings). The linear layer is
-    zero-initialised so the module starts as the identity (gamma = 1, beta = 0).
+    zero-initialised so the module starts as the identity (gamma = 1, beta = 0). ``eps``
+    floors the variance before its square root, (feature units)^2, so that a constant
+    reference feature (silence, a zeroed reference) has a finite gradient.
     """
 
-    def __init__(self, dim: int, pooling: str = "mean") -> None:
+    def __init__(self, dim: int, pooling: str, eps: float) -> None:
         super().__init__()
         if pooling not in ("mean", "mean_std"):
             raise ValueError(f"pooling: expected 'mean' or 'mean_std', got {pooling!r}")
         self.pooling = pooling
+        self.eps = eps
         self.proj = nn.Linear(dim * (2 if pooling == "mean_std" else 1), 2 * dim)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
@@ -58,7 +61,7 @@ class FiLM(nn.Module):
         """``x (K, B, T, D)``, ``ref (K, B, S, D)`` -> ``(K, B, T, D)``."""
         emb = ref.mean(dim=2, keepdim=True)  # (K, B, 1, D)
         if self.pooling == "mean_std":
-            spread = (ref - emb).square().mean(dim=2, keepdim=True).sqrt()
+            spread = ((ref - emb).square().mean(dim=2, keepdim=True) + self.eps).sqrt()
             emb = torch.cat([emb, spread], dim=-1)  # (K, B, 1, 2D)
         gamma, beta = self.proj(emb).chunk(2, dim=-1)
         return x * (1.0 + gamma) + beta

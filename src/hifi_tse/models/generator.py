@@ -58,7 +58,7 @@ class Generator(nn.Module):
         self.usef = (
             ReferenceAttention(m.feature_dim, m.num_heads, m.norm_eps) if m.use_usef else None
         )
-        self.film = FiLM(m.feature_dim, m.film_pooling) if m.use_film else None
+        self.film = FiLM(m.feature_dim, m.film_pooling, m.norm_eps) if m.use_film else None
         self.backbone = GridNet(
             m.feature_dim,
             m.lstm_hidden,
