@@ -93,6 +93,14 @@ def val_rows(run_dir: Path) -> list[dict]:
     return split_records(read_metrics(run_dir))[1]
 
 
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def write_doc(runs: dict[str, Path], args: argparse.Namespace) -> None:
     import matplotlib
 
@@ -128,7 +136,7 @@ def write_doc(runs: dict[str, Path], args: argparse.Namespace) -> None:
         "# The over-suppression experiment",
         "",
         "The same demo run five ways (`experiments/over_suppression.py"
-        "`): configs/demo.yaml with "
+        f"`): `{display_path(args.config)}` with "
         f"`{' '.join(COMMON)}`, {cfg.train.steps} steps each on CPU (1 thread), phase 2 from "
         f"step {cfg.train.phase1_steps}. Validation: the fixed set of "
         f"{cfg.train.val_examples} mixtures (held-out voices), EMA weights.",
@@ -172,7 +180,12 @@ def write_doc(runs: dict[str, Path], args: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", type=Path, default=REPO / "data" / "demo")
-    p.add_argument("--config", type=Path, default=REPO / "configs" / "demo.yaml")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=REPO / "experiments" / "over_suppression.yaml",
+        help="base config (default: configs/demo.yaml of the day the runs were measured)",
+    )
     p.add_argument("--out", type=Path, default=REPO / "runs" / "over_suppression")
     p.add_argument("--doc", type=Path, default=REPO / "docs" / "over_suppression.md")
     p.add_argument("--minutes", type=float, default=30.0, help="time cap per run (steps rule)")

@@ -30,6 +30,15 @@ def test_shipped_configs_load(name):
     load_config(CONFIGS / name)
 
 
+def test_over_suppression_experiment_keeps_the_config_it_was_measured_with():
+    """docs/over_suppression.md was measured on the demo config of 2026-11-25; the experiment
+    reads its own copy, so later changes to configs/demo.yaml cannot change what it runs."""
+    cfg = load_config(CONFIGS.parent / "experiments" / "over_suppression.yaml")
+    assert (cfg.stft.n_fft, cfg.stft.hop_length, cfg.train.batch_size) == (512, 256, 8)
+    assert cfg.loss_weights.ta_target_db == -30.0 and cfg.loss_weights.ta_weight == 0.1
+    assert cfg.model.ref_dropout_prob == 0.05 and not cfg.band_split.bin_shape
+
+
 @pytest.mark.parametrize(
     "data, fragment",
     [
