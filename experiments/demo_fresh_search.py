@@ -159,6 +159,12 @@ VARIANTS: dict[str, list[str]] = {
         "band_split.bin_shape=true",
         *SEEDS[1],
     ],
+    "hop512_shape_seed2": [
+        *HOP512,
+        "model.ref_dropout_prob=0",
+        "band_split.bin_shape=true",
+        *SEEDS[2],
+    ],
     # three times the TA weight; the anchor scaled with it keeps the audit's blind gain
     "ta_w0.3": ["loss_weights.ta_weight=0.3", "loss_weights.lambda_amp=30"],
     # three times the TA weight at the default anchor (audit blind gain 0.88, inside the band)
@@ -170,6 +176,24 @@ VARIANTS: dict[str, list[str]] = {
         "loss_weights.lambda_amp=30",
         "data.ta_ratio=0.35",
     ],
+    # demo.yaml with the shape features (2026-12-01, late): three times the TA weight, and
+    # the same with phase 2 (target-absent mixtures) from a quarter of the run instead of half
+    "shape_ta_w0.3": ["loss_weights.ta_weight=0.3"],
+    "shape_ta_w0.3_seed1": ["loss_weights.ta_weight=0.3", *SEEDS[1]],
+    "shape_ta_w0.3_seed2": ["loss_weights.ta_weight=0.3", *SEEDS[2]],
+    "shape_ta_w0.3_p1q": ["loss_weights.ta_weight=0.3"],
+    "shape_ta_w0.3_p1q_seed1": ["loss_weights.ta_weight=0.3", *SEEDS[1]],
+    "shape_p1q": [],
+    "shape_p1q_seed1": [*SEEDS[1]],
+}
+
+# Variants whose phase 2 starts elsewhere than PHASE1_FRACTION of the run (`hifi-tse demo
+# --phase1-fraction`).
+PHASE1_FRACTIONS: dict[str, float] = {
+    "shape_ta_w0.3_p1q": 0.25,
+    "shape_ta_w0.3_p1q_seed1": 0.25,
+    "shape_p1q": 0.25,
+    "shape_p1q_seed1": 0.25,
 }
 
 
@@ -177,7 +201,8 @@ def train_command(name: str, args: argparse.Namespace) -> list[str]:
     from hifi_tse.demo import budget_overrides
 
     steps = round(args.steps * args.speedup.get(name, 1.0))
-    overrides = [*budget_overrides(steps, PHASE1_FRACTION), *VARIANTS[name]]
+    phase1_fraction = PHASE1_FRACTIONS.get(name, PHASE1_FRACTION)
+    overrides = [*budget_overrides(steps, phase1_fraction), *VARIANTS[name]]
     sets = [x for o in overrides for x in ("--set", o)]
     return [
         sys.executable,
@@ -231,8 +256,11 @@ def summarise(names: list[str], args: argparse.Namespace) -> str:
         step_time = statistics.median(r["step_time"] for r in train)
         curve = ", ".join(f"{r['step']}: {r['tp_si_sdri']:.2f}" for r in val)
         h = headline(json.loads(metrics_file.read_text()))
+        overrides = list(VARIANTS[name])
+        if name in PHASE1_FRACTIONS:
+            overrides.append(f"(phase 2 from {PHASE1_FRACTIONS[name]:g} of the run)")
         lines.append(
-            f"| {name} | `{' '.join(VARIANTS[name]) or '(demo defaults)'}` | {step_time:.2f} | "
+            f"| {name} | `{' '.join(overrides) or '(demo defaults)'}` | {step_time:.2f} | "
             f"{curve} | {h['tp_si_sdri_db']:.2f} | {h['ta_suppression_db']:.2f} | "
             f"{h['rms_ratio']:.3f} | {h['wrong_ref_drop_db']:.2f} |"
         )
