@@ -166,6 +166,12 @@ VARIANTS: dict[str, list[str]] = {
         "band_split.bin_shape=true",
         *SEEDS[2],
     ],
+    "hop512_shape_seed3": [
+        *HOP512,
+        "model.ref_dropout_prob=0",
+        "band_split.bin_shape=true",
+        *SEEDS[3],
+    ],
     # three times the TA weight; the anchor scaled with it keeps the audit's blind gain
     "ta_w0.3": ["loss_weights.ta_weight=0.3", "loss_weights.lambda_amp=30"],
     # three times the TA weight at the default anchor (audit blind gain 0.88, inside the band)
@@ -182,6 +188,7 @@ VARIANTS: dict[str, list[str]] = {
     "shape_ta_w0.3": ["loss_weights.ta_weight=0.3"],
     "shape_ta_w0.3_seed1": ["loss_weights.ta_weight=0.3", *SEEDS[1]],
     "shape_ta_w0.3_seed2": ["loss_weights.ta_weight=0.3", *SEEDS[2]],
+    "shape_ta_w0.3_seed3": ["loss_weights.ta_weight=0.3", *SEEDS[3]],
     "shape_ta_w0.3_p1q": ["loss_weights.ta_weight=0.3"],
     "shape_ta_w0.3_p1q_seed1": ["loss_weights.ta_weight=0.3", *SEEDS[1]],
 }
