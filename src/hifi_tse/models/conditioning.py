@@ -36,15 +36,23 @@ class ReferenceAttention(nn.Module):
         return x + self.attn(q, ctx).view(k, b, t, d)
 
 
+def mean_std_pool(features: torch.Tensor, eps: float) -> torch.Tensor:
+    """Statistics pooling over frames: ``(K, B, S, D)`` -> ``(K, B, 2D)``, the mean and the
+    standard deviation side by side. ``eps`` ((feature units)^2) floors the variance under
+    the square root, whose gradient is otherwise infinite for a constant feature (silence,
+    a zeroed reference)."""
+    mean = features.mean(dim=2, keepdim=True)  # (K, B, 1, D)
+    spread = ((features - mean).square().mean(dim=2) + eps).sqrt()  # (K, B, D)
+    return torch.cat([mean.squeeze(2), spread], dim=-1)
+
+
 class FiLM(nn.Module):
     """Feature-wise affine modulation from the time-pooled reference, per band.
 
     ``x * (1 + gamma) + beta`` with ``(gamma, beta) = Linear(pool_t ref)``; ``pool`` is the
     mean over reference frames, or (``pooling="mean_std"``) mean and standard deviation side
-    by side (statistics pooling, as in x-vector speaker embeddings). The linear layer is
-    zero-initialised so the module starts as the identity (gamma = 1, beta = 0). ``eps``
-    floors the variance before its square root, (feature units)^2, so that a constant
-    reference feature (silence, a zeroed reference) has a finite gradient.
+    by side (:func:`mean_std_pool`, with ``eps`` its variance floor). The linear layer is
+    zero-initialised so the module starts as the identity (gamma = 1, beta = 0).
     """
 
     def __init__(self, dim: int, pooling: str, eps: float) -> None:
@@ -59,10 +67,10 @@ class FiLM(nn.Module):
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``x (K, B, T, D)``, ``ref (K, B, S, D)`` -> ``(K, B, T, D)``."""
-        emb = ref.mean(dim=2, keepdim=True)  # (K, B, 1, D)
         if self.pooling == "mean_std":
-            spread = ((ref - emb).square().mean(dim=2, keepdim=True) + self.eps).sqrt()
-            emb = torch.cat([emb, spread], dim=-1)  # (K, B, 1, 2D)
+            emb = mean_std_pool(ref, self.eps).unsqueeze(2)  # (K, B, 1, 2D)
+        else:
+            emb = ref.mean(dim=2, keepdim=True)  # (K, B, 1, D)
         gamma, beta = self.proj(emb).chunk(2, dim=-1)
         return x * (1.0 + gamma) + beta
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hifi_tse.models.conditioning import mean_std_pool
+
 
 class SpeakerClassifier(nn.Module):
     """``(K, B, S, D)`` reference features -> ``(B, classes)`` logits.
@@ -35,9 +37,6 @@ class SpeakerClassifier(nn.Module):
 
     def forward(self, ref_features: torch.Tensor) -> torch.Tensor:
         """``ref_features (K, B, S, D)`` -> logits ``(B, classes)`` float32."""
-        mean = ref_features.mean(dim=2, keepdim=True)  # (K, B, 1, D)
-        # eps under the root: a constant feature would otherwise have an infinite gradient
-        spread = ((ref_features - mean).square().mean(dim=2) + self.eps).sqrt()  # (K, B, D)
-        pooled = torch.cat([mean.squeeze(2), spread], dim=-1)  # (K, B, 2D)
+        pooled = mean_std_pool(ref_features, self.eps)  # (K, B, 2D)
         pooled = pooled.transpose(0, 1).flatten(1)  # (B, 2 K D)
         return self.out(self.embed(self.norm(pooled))).float()
