@@ -74,6 +74,17 @@ def test_fixed_set_same_with_0_and_2_workers_and_ta_share(packs: Path) -> None:
     )
 
 
+def test_speed_perturbation_reaches_training_examples_only(packs: Path) -> None:
+    perturbed, plain = make_cfg({"speed_perturb": True}), make_cfg({"speed_perturb": False})
+    for i in range(3):
+        a = FixedExampleSet(packs, perturbed, split="val", seed=7, n=3)[i]
+        b = FixedExampleSet(packs, plain, split="val", seed=7, n=3)[i]
+        for k in ("mix", "ref", "target"):
+            np.testing.assert_array_equal(a[k], b[k])
+    speeds = [MixtureDataset(packs, perturbed)[i]["meta"]["speed"]["ref"] for i in range(4)]
+    assert all(0.9 <= f <= 1.1 for f in speeds) and len(set(speeds)) == 4
+
+
 def test_fixed_set_cache_written_once_and_matches(packs: Path, tmp_path: Path) -> None:
     cfg = make_cfg()
     cache = tmp_path / "val_cache.h5"

@@ -94,6 +94,39 @@ def test_lengths_snr_sir_reference_and_interferers(packs: Path) -> None:
         assert 0.9 <= m["speed"]["target"] <= 1.1
 
 
+def fundamental_hz(x: np.ndarray) -> float:
+    """The strongest spectral peak of ``x`` (the test tones' fundamental), 0.25 Hz grid."""
+    n = 4 * SR
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x)), n))
+    return float(np.argmax(spectrum) * SR / n)
+
+
+def test_speed_perturbation_is_one_voice_per_talker_and_training_only(packs: Path) -> None:
+    # Dry and clean, so the only change to a talker's tone is the speed factor.
+    cfg = make_cfg(ta_ratio=0.0, speed_perturb=True, rir_prob=0.0, noisy_ref_prob=0.0)
+    factors = []
+    for seed in range(6):
+        ex = draw(cfg, packs, seed)
+        speed = ex.meta["speed"]
+        # build_corpus gives speaker p(225 + s) harmonics of 90 + 25 s Hz
+        f0 = 90.0 + 25.0 * (int(ex.meta["target_speaker"][-3:]) - 225)
+        # the enrollment is the same (resampled) voice as the target: same factor, same pitch
+        assert speed["ref"] == speed["target"]
+        assert fundamental_hz(ex.ref) == pytest.approx(f0 * speed["target"], rel=0.01)
+        assert fundamental_hz(ex.target) == pytest.approx(f0 * speed["target"], rel=0.01)
+        assert all(0.9 <= f <= 1.1 for f in [speed["target"], *speed["interferers"]])
+        factors.append(speed["target"])
+    assert max(factors) - min(factors) > 0.05  # really perturbed, not a constant
+    # validation / test mixtures hold the voices as recorded: no perturbation, and the same
+    # example as without speed perturbation in the config
+    plain = make_cfg(ta_ratio=0.0, speed_perturb=False, rir_prob=0.0, noisy_ref_prob=0.0)
+    for seed in range(3):
+        held_out, unperturbed = draw(cfg, packs, seed, augment=False), draw(plain, packs, seed)
+        assert held_out.meta["speed"]["ref"] == held_out.meta["speed"]["target"] == 1.0
+        for name in ("mix", "ref", "target"):
+            np.testing.assert_array_equal(getattr(held_out, name), getattr(unperturbed, name))
+
+
 def test_target_absent(packs: Path) -> None:
     cfg = make_cfg(ta_ratio=1.0)
     spk_of = speaker_of(packs)

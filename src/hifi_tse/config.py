@@ -174,7 +174,11 @@ class DataConfig:
     """Mixing recipe (see data/mixer.py)."""
 
     ta_ratio: float = _f(0.2, lo=0.0, hi=1.0, doc="P(target absent) in phase 2")
-    speed_perturb: bool = _f(True, doc="resample utterances by a random speed factor")
+    speed_perturb: bool = _f(
+        True,
+        doc="training only: resample each talker by a random speed factor, shared by the "
+        "target and its enrollment (each factor acts as a new voice)",
+    )
     speed_range: list[float] = _f([0.9, 1.1], doc="speed factor range")
     num_interferers: list[int] = _f([1, 3], doc="interfering talkers, inclusive range")
     snr_db: list[float] = _f([-5.0, 15.0], doc="speech-to-noise ratio range, dB")

@@ -191,6 +191,7 @@ class FixedExampleSet(Dataset):
             phase=self.phase,
             step=None,
             target_present=self.target_present_at(index),
+            augment=False,
         )
 
     def __len__(self) -> int:

@@ -9,7 +9,8 @@ example in any process. The recipe (all numbers from ``cfg.audio`` / ``cfg.data`
    phase 1.
 2. Each talker (target and 1-3 interferers from other distinct speakers) is rendered alike:
    a random crop of ``segment + RIR length`` samples (before speed perturbation, only that
-   slice is read from HDF5), speed perturbation, peak normalisation to ``peak_norm``,
+   slice is read from HDF5), speed perturbation (training only; one factor per talker,
+   which the enrollment shares), peak normalisation to ``peak_norm``,
    convolution with a random RIR (probability ``rir_prob``) and a crop of the last
    ``segment`` samples, so every output sample has its full reverberation history (real
    reverb tails at the segment start). The training target is the reverberant target.
@@ -17,7 +18,9 @@ example in any process. The recipe (all numbers from ``cfg.audio`` / ``cfg.data`
    target (TA: relative to the first interferer, which keeps its level).
 4. A noise clip (looped or cropped to the segment) is added at an SNR drawn from ``snr_db``
    relative to the sum of all speech in the mixture.
-5. The enrollment is cropped to ``ref_seconds`` and peak-normalised; with probability
+5. The enrollment is sped up or down by its talker's factor (a resampled voice is another
+   voice: pitch and formants move together, so a target perturbed apart from its enrollment
+   would no longer match it), cropped to ``ref_seconds`` and peak-normalised; with probability
    ``noisy_ref_prob_at(step)`` it is reverberated and noised at ``ref_snr_db``.
 6. If the mixture peak exceeds ``clip_peak``, mixture and target are scaled together so the
    mixture peak is ``peak_norm``.
@@ -116,12 +119,12 @@ def _render_talker(
     length: int,
     rng: np.random.Generator,
     *,
-    speed: bool,
+    factor: float,
     reverb_prob: float,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """One talker's ``(length,)`` float32 contribution: crop, speed, peak-norm, RIR, crop."""
+    """One talker's ``(length,)`` float32 contribution: crop, speed ``factor`` (1 = none),
+    peak-norm, RIR, crop."""
     d, sr = cfg.data, cfg.audio.sample_rate
-    factor = float(rng.uniform(*d.speed_range)) if speed and d.speed_perturb else 1.0
     h, rir_id = None, None
     if sources.rirs and rng.random() < reverb_prob:
         rir = sources.rirs[int(rng.integers(len(sources.rirs)))]
@@ -159,6 +162,12 @@ def _lerp(a: float, b: float, t: float) -> float:
     return a + (b - a) * t
 
 
+def _speed_factor(cfg: Config, rng: np.random.Generator, augment: bool) -> float:
+    """A talker's speed factor: drawn from ``speed_range`` when perturbing, else 1."""
+    d = cfg.data
+    return float(rng.uniform(*d.speed_range)) if augment and d.speed_perturb else 1.0
+
+
 def mix_example(
     cfg: Config,
     sources: Sources,
@@ -168,6 +177,7 @@ def mix_example(
     step: int | None,
     target_present: bool | None = None,
     keep_components: bool = False,
+    augment: bool = True,
 ) -> Example:
     """Draw one example (see the module docstring for the recipe).
 
@@ -181,6 +191,8 @@ def mix_example(
         target_present: force TP (True) or TA (False) instead of drawing it; TA is refused
             in phase 1.
         keep_components: also return ``speech`` / ``noise`` / ``interferers`` parts.
+        augment: apply the training-only augmentation (speed perturbation); False for
+            fixed validation / test sets, which hold the corpus's voices as recorded.
 
     Returns:
         Example with ``mix`` and ``target`` of ``segment_seconds`` and ``ref`` of
@@ -210,11 +222,19 @@ def mix_example(
     target_utts = sources.utterances[int(speakers[0])]
     i_tgt, i_ref = rng.choice(len(target_utts), size=2, replace=False)
 
+    # One factor for the target talker, shared by its enrollment (drawn for TA too).
+    target_factor = _speed_factor(cfg, rng, augment)
     target = np.zeros(length, dtype=np.float32)
     t_info: dict[str, Any] = {"uid": None, "speed": None, "rir": None}
     if target_present:
         target, t_info = _render_talker(
-            cfg, sources, target_utts[int(i_tgt)], length, rng, speed=True, reverb_prob=d.rir_prob
+            cfg,
+            sources,
+            target_utts[int(i_tgt)],
+            length,
+            rng,
+            factor=target_factor,
+            reverb_prob=d.rir_prob,
         )
     interferers, i_infos = [], []
     for s in speakers[1:]:
@@ -225,7 +245,7 @@ def mix_example(
             utts[int(rng.integers(len(utts)))],
             length,
             rng,
-            speed=True,
+            factor=_speed_factor(cfg, rng, augment),
             reverb_prob=d.rir_prob,
         )
         interferers.append(y)
@@ -267,7 +287,7 @@ def mix_example(
         target_utts[int(i_ref)],
         ref_length,
         rng,
-        speed=False,
+        factor=target_factor,
         reverb_prob=1.0 if noisy_ref else 0.0,
     )
     ref_snr_db, ref_noise_id = None, None
@@ -304,7 +324,11 @@ def mix_example(
             "interferers": [i["rir"] for i in i_infos],
             "ref": r_info["rir"],
         },
-        "speed": {"target": t_info["speed"], "interferers": [i["speed"] for i in i_infos]},
+        "speed": {
+            "target": target_factor,
+            "ref": r_info["speed"],
+            "interferers": [i["speed"] for i in i_infos],
+        },
         "noisy_ref": noisy_ref,
         "ref_snr_db": ref_snr_db,
         "ref_noise_id": ref_noise_id,
