@@ -13,7 +13,13 @@ import soundfile as sf
 
 from hifi_tse.cli import main as cli_main
 from hifi_tse.config import DataConfig
-from hifi_tse.data.layouts import detect_layout, list_audio_files, parse_source, scan_speech
+from hifi_tse.data.layouts import (
+    SpeechSource,
+    detect_layout,
+    list_audio_files,
+    parse_source,
+    scan_speech,
+)
 from hifi_tse.data.prepare import prepare_corpus, split_ids
 from hifi_tse.data.rir import simulate_rir
 from hifi_tse.data.store import PackReader, load_manifest
@@ -140,8 +146,8 @@ def test_each_layout_detected_and_packed(tmp_path: Path, layout: str) -> None:
 
 def test_explicit_layout_and_parse_source(tmp_path: Path) -> None:
     root = make_speech_tree(tmp_path / "c", "vctk", n_speakers=2)
-    assert parse_source(f"{root}:folder") == (root, "folder")
-    assert parse_source(str(root)) == (root, None)
+    assert parse_source(f"{root}:folder") == SpeechSource(root, "folder")
+    assert parse_source(str(root)) == SpeechSource(root, None)
     layout, files = scan_speech(root, "folder")  # first-level folder = "wav48"
     assert layout == "folder" and {f.speaker for f in files} == {"wav48"}
     with pytest.raises(UserError, match="does not fit layout 'librispeech'"):

@@ -201,6 +201,12 @@ class DataConfig:
     val_ratio: float = _f(0.05, lo=0.0, hi=0.5, doc="share of speakers/noise/RIRs for val")
     test_ratio: float = _f(0.05, lo=0.0, hi=0.5, doc="share of speakers/noise/RIRs for test")
     pack_files: int = _f(2000, lo=1, doc="files per HDF5 pack shard (the resume unit)")
+    # voice variants (prepare --voice-variants): pitch/formant-shifted training speakers
+    variant_pitch_range: list[float] = _f([0.7, 1.45], doc="F0 ratio range of voice variants")
+    variant_formant_range: list[float] = _f(
+        [0.86, 1.16], doc="formant (vocal-tract) ratio range of voice variants"
+    )
+    variant_utterances: int = _f(40, lo=2, doc="utterances rendered per voice variant")
     # simulated RIRs (shoebox image method + Sabine-decay late tail)
     sim_rt60: list[float] = _f([0.1, 0.9], doc="RT60 range of simulated rooms, s")
     sim_room_min: list[float] = _f([3.0, 3.0, 2.4], doc="smallest room [x, y, z], m")

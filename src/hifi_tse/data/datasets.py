@@ -153,10 +153,12 @@ class FixedExampleSet(Dataset):
         n: int | None = None,
         phase: int = 2,
         cache_path: Path | None = None,
+        voices: str | None = None,
     ) -> None:
         self.packs_dir = Path(packs_dir)
         self.cfg = cfg
         self.split = split
+        self.voices = voices
         self.seed = cfg.train.val_seed if seed is None else int(seed)
         self.n = cfg.train.val_examples if n is None else int(n)
         self.phase = int(phase)
@@ -172,7 +174,9 @@ class FixedExampleSet(Dataset):
     @property
     def sources(self) -> Sources:
         if self._sources is None:
-            self._sources = Sources(self.packs_dir, self.split, self.cfg.audio.sample_rate)
+            self._sources = Sources(
+                self.packs_dir, self.split, self.cfg.audio.sample_rate, voices=self.voices
+            )
         return self._sources
 
     def target_present_at(self, index: int) -> bool:
@@ -224,6 +228,7 @@ class FixedExampleSet(Dataset):
             "n": self.n,
             "phase": self.phase,
             "split": self.split,
+            "voices": self.voices or "all",
             "config_hash": self._fingerprint(),
         }
 

@@ -9,6 +9,9 @@
 * ``raw/noise/*.wav``: coloured noise (white / pink / brown), babble summed from held-out
   voices that are never speakers, and mains hum (50 / 60 Hz with harmonics);
 * ``raw/voices.json``: the settings of every voice,
+* with ``real_voices``, the real recorded voices of :mod:`hifi_tse.data.real_voices` (voice
+  actors' dialogue, held-out real talkers for validation and test, pitch/formant voice
+  variants of the real training talkers),
 
 then packs them with :func:`hifi_tse.data.prepare.prepare_corpus` (the same code as real
 corpora), which also simulates the RIRs, so ``out`` becomes a packs dir.
@@ -46,6 +49,8 @@ import numpy as np
 from hifi_tse.audio.io import resample, save_audio
 from hifi_tse.config import DataConfig
 from hifi_tse.data import espeak
+from hifi_tse.data.layouts import SpeechSource
+from hifi_tse.data.real_voices import find_real_voices
 from hifi_tse.errors import UserError
 from hifi_tse.utils import atomic_write_text
 
@@ -62,6 +67,9 @@ MIN_SPEECH_SECONDS = 1.5  # prepare's min_seconds: shorter files would be skippe
 # Held-out voices wanted in each of val and test, and the largest share either may take.
 HELD_OUT_VOICES = 8
 MAX_EVAL_SHARE = 0.2
+# Pitch/formant variants made of each real training talker (new training voices).
+DEFAULT_VOICE_VARIANTS = 6
+SYNTHETIC_SOURCE = "speech"  # source name of the espeak voices in the packs
 
 # --------------------------------------------------------------------------- voice design
 # English accents shipped with espeak-ng (files under espeak-ng-data/lang/gmw).
@@ -699,11 +707,17 @@ def build_demo_corpus(
     *,
     data_cfg: DataConfig | None = None,
     progress: bool = True,
+    real_voices: bool = False,
+    voice_variants: int = DEFAULT_VOICE_VARIANTS,
+    real_roots: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Synthesise the demo corpus into ``out/raw`` and pack it into ``out`` (a packs dir).
 
-    ``workers`` <= 0 means one per CPU core. ``data_cfg`` (RIR simulation ranges, pack size)
-    defaults to ``DataConfig()``; ``progress`` shows prepare's progress bar.
+    ``workers`` <= 0 means one per CPU core. ``data_cfg`` (RIR simulation ranges, pack size,
+    voice-variant ranges) defaults to ``DataConfig()``; ``progress`` shows prepare's progress
+    bar. ``real_voices`` adds the installed real sources (``real_roots`` overrides their
+    locations: keyword arguments of :func:`hifi_tse.data.real_voices.find_real_voices`),
+    with ``voice_variants`` pitch/formant variants of each real training talker.
 
     Returns a summary: voices, utterances, speech hours, noise clips, RIRs, per-split counts
     (from the prepare report), seconds taken and the prepare report itself.
@@ -725,8 +739,15 @@ def build_demo_corpus(
     )
     t_synth = time.perf_counter() - t0
     share = eval_share(num_voices)
+    speech_sources = [SpeechSource(raw / SYNTHETIC_SOURCE, "folder", voices="synthetic")]
+    real = None
+    if real_voices:
+        real = find_real_voices(
+            raw, sample_rate, MIN_SPEECH_SECONDS, voice_variants, **(real_roots or {})
+        )
+        speech_sources += real.sources
     report = prepare_corpus(
-        speech=[(raw / "speech", "folder")],
+        speech=speech_sources,
         noise=[raw / "noise"],
         rir=[],
         simulate_rirs=simulate_rirs,
@@ -756,9 +777,24 @@ def build_demo_corpus(
         "noise_reused": noise["reused"],
         "rirs": simulate_rirs,
         "splits": report["splits"],
+        "real_voices": _real_summary(report) if real_voices else None,
+        "real_missing": real.missing if real is not None else "",
         "synthesis_seconds": round(t_synth, 2),
         "seconds": round(time.perf_counter() - t0, 2),
         "report": report,
+    }
+
+
+def _real_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """Real talkers per split (voice variants counted apart) from a prepare report."""
+    real_sources = {s["name"] for s in report["sources"] if s.get("voices") == "real"}
+    return {
+        "sources": sorted(real_sources),
+        "speakers": {
+            split: sum(n for src, n in c["speakers_by_source"].items() if src in real_sources)
+            for split, c in report["splits"].items()
+        },
+        "variant_speakers": report["splits"]["train"]["variant_speakers"],
     }
 
 

@@ -44,6 +44,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path, default=None, help="YAML config whose data.sim_* ranges apply"
     )
+    parser.add_argument(
+        "--no-real-voices",
+        action="store_true",
+        help="espeak voices only (by default the installed real voices are added: "
+        "fillets-ng-data-cs/-nl, alsa-utils, the pyannote.audio sample)",
+    )
+    parser.add_argument(
+        "--voice-variants",
+        type=int,
+        default=dc.DEFAULT_VOICE_VARIANTS,
+        metavar="K",
+        help=f"pitch/formant variants per real training talker (default "
+        f"{dc.DEFAULT_VOICE_VARIANTS})",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -64,6 +78,15 @@ def format_summary(summary: dict) -> str:
             f"  {split:5s}: {c['speakers']} voices, {c['utterances']} utterances "
             f"({c['speech_hours']:.2f} h), {c['noise']} noise, {c['rir']} RIRs"
         )
+    real = summary.get("real_voices")
+    if real:
+        per = ", ".join(f"{split} {n}" for split, n in real["speakers"].items())
+        lines.append(
+            f"real voices ({', '.join(real['sources'])}): {per} talkers "
+            f"(train includes {real['variant_speakers']} pitch/formant variants)"
+        )
+    if summary.get("real_missing"):
+        lines.append(summary["real_missing"])
     lines.append(
         f"time: {summary['seconds']:.1f} s (synthesis {summary['synthesis_seconds']:.1f} s)"
     )
@@ -86,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         simulate_rirs=args.simulate_rirs,
         data_cfg=data_cfg,
         progress=not args.quiet,
+        real_voices=not args.no_real_voices,
+        voice_variants=args.voice_variants,
     )
     print(format_summary(summary))
     return 0

@@ -8,6 +8,10 @@ does not fit the layout). Known layouts:
 - ``dns``: the speaker id is inside the file name (``..._reader_01234_...``).
 - ``ears``: speaker folders ``pNNN`` holding style-named files (``emo_joy_freeform.wav``).
 - ``folder``: the first-level folder is the speaker, whatever the names.
+- ``pattern=REGEX``: any naming scheme. ``REGEX`` is searched in the path relative to the
+  root (``/`` separators); the speaker id is its named groups joined with ``-`` in pattern
+  order, e.g. ``(?P<lang>cs|nl)/[^/]+-(?P<who>[a-z]+)-`` names ``cs/a-m-1.ogg`` ``cs-m``.
+  A file that does not match is skipped and listed in the prepare report.
 
 Auto-detection picks the one specific layout (vctk, librispeech, dns, ears) that fits every
 file; it falls back to ``folder`` when none fits and every file sits inside a folder.
@@ -26,6 +30,32 @@ from hifi_tse.errors import UserError
 _VCTK_DIR = re.compile(r"^[ps]\d+$")
 _EARS_DIR = re.compile(r"^p\d+$")
 _DNS_READER = re.compile(r"(reader_\d+)")
+
+
+PATTERN_PREFIX = "pattern="
+
+
+@dataclass(frozen=True)
+class SpeechSource:
+    """A speech folder and how its paths name speakers.
+
+    ``layout`` is a name of :data:`LAYOUTS`, ``"pattern"`` (with ``pattern`` set) or None to
+    auto-detect. ``voices`` tags every speaker of the source as ``"real"`` recordings or
+    ``"synthetic"`` ones, for reports that show them apart. ``val_speakers`` /
+    ``test_speakers``, when either is given, fix this source's held-out speakers (every other
+    speaker trains) instead of the share-based split. ``voice_variants`` pitch/formant-shifted
+    copies are made of each training speaker (see :mod:`hifi_tse.data.voice_variants`).
+    ``name`` names the source in manifests (default: the folder's name).
+    """
+
+    root: Path
+    layout: str | None = None
+    pattern: str | None = None
+    voices: str = "real"
+    val_speakers: tuple[str, ...] = ()
+    test_speakers: tuple[str, ...] = ()
+    voice_variants: int = 0
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,14 +119,49 @@ def list_audio_files(root: Path) -> list[Path]:
     return sorted(out)
 
 
-def parse_source(spec: str) -> tuple[Path, str | None]:
-    """``DIR[:layout]`` → (path, layout or None). A colon not followed by a layout is kept."""
+def parse_source(spec: str) -> SpeechSource:
+    """``DIR[:layout]`` or ``DIR:pattern=REGEX`` → a :class:`SpeechSource`.
+
+    A colon not followed by a layout is kept as part of the folder name.
+    """
+    at = spec.find(":" + PATTERN_PREFIX)
+    if at >= 0:
+        regex = spec[at + 1 + len(PATTERN_PREFIX) :]
+        compile_pattern(regex, spec)
+        return SpeechSource(Path(spec[:at]), "pattern", regex)
     head, sep, tail = spec.rpartition(":")
     if sep and tail in LAYOUTS:
-        return Path(head), tail
+        return SpeechSource(Path(head), tail)
     if sep and tail and "/" not in tail and not Path(spec).exists():
-        raise UserError(f"{spec}: unknown layout {tail!r} (expected one of {list(LAYOUTS)})")
-    return Path(spec), None
+        raise UserError(
+            f"{spec}: unknown layout {tail!r} (expected one of {list(LAYOUTS)} or pattern=REGEX)"
+        )
+    return SpeechSource(Path(spec))
+
+
+def compile_pattern(regex: str, where: str) -> re.Pattern[str]:
+    """The compiled speaker pattern; UserError when it is invalid or has no named group."""
+    try:
+        compiled = re.compile(regex)
+    except re.error as exc:
+        raise UserError(f"{where}: invalid pattern {regex!r} ({exc})") from None
+    if not compiled.groupindex:
+        raise UserError(
+            f"{where}: pattern {regex!r} has no named group; name the speaker id with "
+            "(?P<speaker>...)"
+        )
+    return compiled
+
+
+def pattern_speaker(compiled: re.Pattern[str], rel: PurePosixPath) -> str | None:
+    """Speaker id of ``rel`` under a pattern: its named groups joined with ``-``, or None."""
+    m = compiled.search(rel.as_posix())
+    if m is None:
+        return None
+    parts = [m.group(name) for name in sorted(compiled.groupindex, key=compiled.groupindex.get)]
+    if any(not part for part in parts):
+        return None
+    return "-".join(parts)
 
 
 def detect_layout(root: Path, files: list[Path]) -> str:
@@ -116,6 +181,22 @@ def detect_layout(root: Path, files: list[Path]) -> str:
         f"{root}: cannot tell speakers apart (files at the top level); "
         f"pass the layout by name as {root}:LAYOUT with LAYOUT one of {', '.join(LAYOUTS)}"
     )
+
+
+def scan_pattern(root: Path, regex: str) -> tuple[list[AudioFile], list[Path]]:
+    """Speech files of ``root`` whose relative path matches ``regex``: (matched, unmatched)."""
+    compiled = compile_pattern(regex, str(root))
+    matched, unmatched = [], []
+    for p in _audio_files_or_error(root):
+        rel = PurePosixPath(p.relative_to(root).as_posix())
+        spk = pattern_speaker(compiled, rel)
+        if spk is None:
+            unmatched.append(p)
+        else:
+            matched.append(AudioFile(path=p, speaker=spk, utterance=str(rel.with_suffix(""))))
+    if not matched:
+        raise UserError(f"{root}: no file path matches pattern {regex!r}")
+    return matched, unmatched
 
 
 def scan_speech(root: Path, layout: str | None) -> tuple[str, list[AudioFile]]:

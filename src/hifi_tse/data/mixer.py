@@ -56,6 +56,8 @@ from hifi_tse.data.store import PackReader, load_manifest, load_report, manifest
 from hifi_tse.errors import UserError
 from hifi_tse.schedules import PHASE_TP_TA, difficulty_at, noisy_ref_prob_at
 
+VOICE_KINDS = ("real", "synthetic")
+
 
 @dataclass(frozen=True)
 class Clip:
@@ -72,13 +74,25 @@ class Sources:
     """The clips of one split, grouped for sampling, and a lazy per-process pack reader.
 
     Speakers are ``source/speaker`` strings (two corpora may reuse an id), sorted, each with
-    at least two utterances (``prepare`` guarantees it).
+    at least two utterances (``prepare`` guarantees it). ``voices`` (``"real"`` or
+    ``"synthetic"``) keeps only the speakers of sources with that tag in the prepare report
+    (untagged sources count as real recordings), for figures on one kind of voice.
     """
 
-    def __init__(self, packs_dir: Path, split: str, sample_rate: int) -> None:
+    def __init__(
+        self, packs_dir: Path, split: str, sample_rate: int, voices: str | None = None
+    ) -> None:
         self.packs_dir = Path(packs_dir)
         self.split = split
+        self.voices = voices
         report = load_report(self.packs_dir)
+        if voices is not None and voices not in VOICE_KINDS:
+            raise UserError(f"voices: expected one of {', '.join(VOICE_KINDS)}, got {voices!r}")
+        kept_sources = {
+            s["name"]
+            for s in report.get("sources", [])
+            if s.get("kind") == "speech" and (voices is None or s.get("voices", "real") == voices)
+        }
         if int(report["sample_rate"]) != sample_rate:
             raise UserError(
                 f"{self.packs_dir}: packs are at {report['sample_rate']} Hz, the config's "
@@ -90,6 +104,8 @@ class Sources:
         for r in load_manifest(self.packs_dir, split):
             uid = f"{r['source']}/{r['utterance']}"
             if r["kind"] == "speech":
+                if r["source"] not in kept_sources:
+                    continue
                 spk = f"{r['source']}/{r['speaker']}"
                 by_speaker[spk].append(Clip(spk, uid, r["pack"], r["key"], r["num_samples"]))
             elif r["kind"] == "noise":
@@ -99,9 +115,10 @@ class Sources:
         self.speakers: list[str] = sorted(s for s, u in by_speaker.items() if len(u) >= 2)
         self.utterances: list[list[Clip]] = [by_speaker[s] for s in self.speakers]
         if len(self.speakers) < 2:
+            which = f"{voices} " if voices else ""
             raise UserError(
-                f"{manifest_path(self.packs_dir, split)}: {len(self.speakers)} speaker(s) with "
-                f"2+ utterances; mixing needs at least 2 (use more speakers or other ratios)"
+                f"{manifest_path(self.packs_dir, split)}: {len(self.speakers)} {which}speaker(s) "
+                f"with 2+ utterances; mixing needs at least 2 (use more speakers or other ratios)"
             )
         self.reader = PackReader(self.packs_dir)
 

@@ -2,13 +2,18 @@
 
 Stages (all deterministic for a given input and seed):
 
-1. scan: list audio files per source; speech files get speaker ids from the layout.
+1. scan: list audio files per source; speech files get speaker ids from the layout (or a
+   ``pattern=REGEX``; files it does not match are skipped and listed in the report).
 2. probe: read headers only (``soundfile.info``): unreadable / empty files are listed in the
    report, speech shorter than ``min_seconds`` is skipped and counted, and speakers left with
    fewer than 2 utterances are excluded (the enrollment must differ from the target).
 3. split: per source, sorted speaker ids (speech) or sorted files (noise, RIRs); the last
    ``val_ratio`` share goes to val and the ``test_ratio`` share before it to test, so val and
-   test hold unseen speakers, unseen noise and unseen rooms.
+   test hold unseen speakers, unseen noise and unseen rooms. A source that names its
+   held-out speakers (``val_speakers`` / ``test_speakers``) uses those instead.
+3b. voice variants: a source with ``voice_variants`` K gets K pitch/formant-shifted copies
+   of each training speaker (``data.variant_utterances`` utterances each), new training
+   speakers rendered while packing (:mod:`hifi_tse.data.voice_variants`).
 4. pack: per (kind, source, split), shards of ``DataConfig.pack_files`` files are decoded,
    downmixed, resampled (soxr) and written as float32 HDF5 datasets. Each shard is written
    under a temporary name and renamed when complete; its ``meta`` records a hash of its plan,
@@ -38,9 +43,15 @@ from tqdm import tqdm
 
 from hifi_tse.audio.io import resample, to_mono
 from hifi_tse.config import DataConfig
-from hifi_tse.data.layouts import AudioFile, scan_plain, scan_speech
+from hifi_tse.data.layouts import AudioFile, SpeechSource, scan_pattern, scan_plain, scan_speech
 from hifi_tse.data.rir import normalise_rir, simulate_rir
 from hifi_tse.data.store import SPLITS, PackWriter, read_pack_meta, write_manifest
+from hifi_tse.data.voice_variants import (
+    VoiceVariant,
+    apply_variant,
+    draw_variants,
+    variant_speaker,
+)
 from hifi_tse.errors import UserError
 from hifi_tse.utils import atomic_path, atomic_write_text
 
@@ -66,6 +77,7 @@ class _Task:
     path: str
     split: str = ""
     sim_index: int = -1
+    variant: VoiceVariant | None = None  # pitch/formant transform of a voice variant
 
 
 @dataclass
@@ -109,6 +121,8 @@ def _load(
         if not np.any(wav):
             return None, None, "silent (all samples zero)"
         wav = resample(wav, int(sr), sample_rate)
+        if task.variant is not None:
+            return apply_variant(wav, sample_rate, task.variant), None, None
         if task.kind == "rir":
             wav = normalise_rir(wav)
         return np.ascontiguousarray(wav, dtype=np.float32), None, None
@@ -160,7 +174,7 @@ def split_ids(
 
 
 def prepare_corpus(
-    speech: list[tuple[Path, str | None]],
+    speech: list[SpeechSource | tuple[Path, str | None]],
     noise: list[Path],
     rir: list[Path],
     simulate_rirs: int,
@@ -178,7 +192,8 @@ def prepare_corpus(
     """Prepare a packs dir from audio folders; returns the report (also written to disk).
 
     Args:
-        speech: (folder, layout name or None to auto-detect) per speech corpus.
+        speech: per speech corpus a :class:`SpeechSource` (or a (folder, layout name or
+            None to auto-detect) pair).
         noise: noise folders (any audio files).
         rir: measured RIR folders (any audio files); exclusive with ``simulate_rirs``.
         simulate_rirs: number of shoebox RIRs to simulate (0 = none).
@@ -213,10 +228,28 @@ def prepare_corpus(
     used: set[str] = set()
     sources: list[dict[str, Any]] = []
     tasks: list[_Task] = []
-    for root, layout in speech:
-        layout_used, files = scan_speech(Path(root), layout)
-        name = _unique(Path(root).name or "speech", used)
-        sources.append({"kind": "speech", "name": name, "root": str(root), "layout": layout_used})
+    unmatched: list[str] = []
+    speech_sources: dict[str, SpeechSource] = {}
+    for entry in speech:
+        src = entry if isinstance(entry, SpeechSource) else SpeechSource(Path(entry[0]), entry[1])
+        if src.layout == "pattern":
+            files, skipped = scan_pattern(Path(src.root), src.pattern or "")
+            unmatched += [str(p) for p in skipped]
+            layout_used = f"pattern={src.pattern}"
+        else:
+            layout_used, files = scan_speech(Path(src.root), src.layout)
+        name = _unique(src.name or Path(src.root).name or "speech", used)
+        speech_sources[name] = src
+        sources.append(
+            {
+                "kind": "speech",
+                "name": name,
+                "root": str(src.root),
+                "layout": layout_used,
+                "voices": src.voices,
+                "voice_variants": src.voice_variants,
+            }
+        )
         tasks += [_task("speech", name, f) for f in files]
     for kind, roots in (("noise", noise), ("rir", rir)):
         for root in roots:
@@ -237,7 +270,9 @@ def prepare_corpus(
         short: dict[str, int] = defaultdict(int)
         tasks = _probe_tasks(tasks, imap, min_seconds, errors, short)
         tasks, excluded = _drop_small_speakers(tasks)
-        _assign_splits(tasks, val_ratio, test_ratio)
+        _check_named_speakers(tasks, speech_sources)
+        _assign_splits(tasks, val_ratio, test_ratio, speech_sources)
+        tasks += _variant_tasks(tasks, speech_sources, seed, data_cfg)
         packs = _plan_packs(tasks, sample_rate, seed, data_cfg)
         rows, written, reused = _run_packs(
             packs, out, imap, sample_rate, seed, data_cfg, min_seconds, errors, short, progress
@@ -271,6 +306,7 @@ def prepare_corpus(
         "skipped_short": int(sum(short.values())),
         "skipped_short_by_source": dict(sorted(short.items())),
         "errors": sorted(errors, key=lambda e: e["path"]),
+        "unmatched": sorted(unmatched),
         "excluded_speakers": excluded,
         "packs_written": written,
         "packs_reused": reused,
@@ -354,12 +390,22 @@ def _drop_small_speakers_rows(
     return kept, excluded
 
 
-def _assign_splits(tasks: list[_Task], val_ratio: float, test_ratio: float) -> None:
+def _assign_splits(
+    tasks: list[_Task],
+    val_ratio: float,
+    test_ratio: float,
+    speech_sources: dict[str, SpeechSource],
+) -> None:
     groups: dict[tuple[str, str], list[_Task]] = defaultdict(list)
     for t in tasks:
         groups[(t.kind, t.source)].append(t)
-    for (kind, _source), group in groups.items():
-        if kind == "speech":
+    for (kind, source), group in groups.items():
+        src = speech_sources.get(source)
+        fixed = _fixed_splits(src, {t.speaker or "" for t in group}) if src else {}
+        if kind == "speech" and fixed:
+            for t in group:
+                t.split = fixed.get(t.speaker or "", "train")
+        elif kind == "speech":
             ids = {t.speaker or "" for t in group}
             split = split_ids(ids, val_ratio, test_ratio, _MIN_SPLIT_SPEAKERS, _MIN_SPLIT_SPEAKERS)
             for t in group:
@@ -376,6 +422,66 @@ def _assign_splits(tasks: list[_Task], val_ratio: float, test_ratio: float) -> N
                 t.split = split[t.utterance]
 
 
+def _fixed_splits(src: SpeechSource, speakers: set[str]) -> dict[str, str]:
+    """speaker → split for the named held-out speakers of ``src`` found in ``speakers``."""
+    both = sorted(set(src.val_speakers) & set(src.test_speakers))
+    if both:
+        raise UserError(f"{src.root}: speaker(s) {', '.join(both)} named for both val and test")
+    fixed = {spk: "val" for spk in src.val_speakers} | {spk: "test" for spk in src.test_speakers}
+    return {spk: split for spk, split in fixed.items() if spk in speakers}
+
+
+def _check_named_speakers(tasks: list[_Task], speech_sources: dict[str, SpeechSource]) -> None:
+    """Every named held-out speaker must exist in some source (a typo is not a silent no-op)."""
+    named = {s for src in speech_sources.values() for s in src.val_speakers + src.test_speakers}
+    found = {t.speaker for t in tasks if t.kind == "speech"}
+    missing = sorted(named - found)
+    if missing:
+        raise UserError(
+            f"--val-speakers/--test-speakers: {', '.join(missing)} not found among the usable "
+            f"speakers ({len(found)}; ids as the layout names them, e.g. "
+            f"{', '.join(sorted(found)[:3])})"
+        )
+
+
+def _variant_tasks(
+    tasks: list[_Task], speech_sources: dict[str, SpeechSource], seed: int, data_cfg: DataConfig
+) -> list[_Task]:
+    """Voice-variant tasks for the training speakers of sources that ask for them."""
+    by_speaker: dict[tuple[str, str], list[_Task]] = defaultdict(list)
+    for t in tasks:
+        src = speech_sources.get(t.source)
+        if t.kind == "speech" and t.split == "train" and src is not None and src.voice_variants:
+            by_speaker[(t.source, t.speaker or "")].append(t)
+    out = []
+    for (source, speaker), group in sorted(by_speaker.items()):
+        # A stable, spread-out subset of the speaker's utterances for each variant.
+        group.sort(key=lambda t: hashlib.sha1(t.utterance.encode()).hexdigest())
+        count = speech_sources[source].voice_variants
+        variants = draw_variants(
+            seed,
+            f"{source}/{speaker}",
+            count,
+            tuple(data_cfg.variant_pitch_range),
+            tuple(data_cfg.variant_formant_range),
+        )
+        per = min(len(group), data_cfg.variant_utterances)
+        for k, variant in enumerate(variants):
+            start = (k * per) % len(group)
+            chosen = (group + group)[start : start + per]
+            new_speaker = variant_speaker(speaker, k)
+            for t in chosen:
+                out.append(
+                    dataclasses.replace(
+                        t,
+                        speaker=new_speaker,
+                        utterance=f"{t.utterance}{new_speaker[len(speaker) :]}",
+                        variant=variant,
+                    )
+                )
+    return out
+
+
 def _plan_packs(
     tasks: list[_Task], sample_rate: int, seed: int, data_cfg: DataConfig
 ) -> list[_Pack]:
@@ -390,7 +496,11 @@ def _plan_packs(
             chunk = group[start : start + n]
             plan: dict[str, Any] = {
                 "sample_rate": sample_rate,
-                "files": [[t.path, t.utterance, t.speaker, t.sim_index] for t in chunk],
+                "files": [
+                    [t.path, t.utterance, t.speaker, t.sim_index]
+                    + ([t.variant.as_dict()] if t.variant is not None else [])
+                    for t in chunk
+                ],
             }
             if source == SIMULATED_SOURCE:
                 sim_keys = {k: v for k, v in dataclasses.asdict(data_cfg).items() if "sim" in k}
@@ -469,6 +579,8 @@ def _run_packs(
                     }
                     if extra:
                         row.update(extra)
+                    if t.variant is not None:
+                        row["variant"] = t.variant.as_dict()
                     p_rows.append(row)
                 writer.set_meta(
                     {"plan": pack.plan, "rows": p_rows, "errors": p_errors, "short": p_short}
@@ -482,8 +594,13 @@ def _run_packs(
 
 def _split_counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
     speech = [r for r in rows if r["kind"] == "speech"]
+    by_source: dict[str, set[str]] = defaultdict(set)
+    for r in speech:
+        by_source[r["source"]].add(r["speaker"])
     return {
         "speakers": len({(r["source"], r["speaker"]) for r in speech}),
+        "speakers_by_source": {src: len(spk) for src, spk in sorted(by_source.items())},
+        "variant_speakers": len({(r["source"], r["speaker"]) for r in speech if "variant" in r}),
         "utterances": len(speech),
         "speech_hours": round(sum(r["duration"] for r in speech) / 3600.0, 4),
         "noise": sum(r["kind"] == "noise" for r in rows),

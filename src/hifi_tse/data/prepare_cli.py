@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
@@ -18,7 +19,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="DIR[:LAYOUT]",
         help=f"speech corpus folder (repeatable); LAYOUT one of {', '.join(LAYOUTS)}, "
-        "auto-detected when omitted",
+        "auto-detected when omitted, or pattern=REGEX: the speaker id is REGEX's named groups "
+        "(joined with '-') searched in each path below DIR; files it does not match are "
+        "skipped and listed in the report",
+    )
+    parser.add_argument(
+        "--val-speakers",
+        default="",
+        metavar="ID,ID",
+        help="hold these speakers out for val (a source holding any named speaker takes its "
+        "held-out speakers from --val-speakers/--test-speakers only)",
+    )
+    parser.add_argument("--test-speakers", default="", metavar="ID,ID", help="as --val-speakers")
+    parser.add_argument(
+        "--voice-variants",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K pitch/formant-shifted copies of each training speaker, as new training "
+        "speakers (data.variant_* ranges)",
+    )
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="tag the --speech sources as synthetic voices (reports show real and synthetic "
+        "voices apart)",
     )
     parser.add_argument("--noise", action="append", default=[], metavar="DIR", help="noise folder")
     parser.add_argument(
@@ -42,14 +67,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _ids(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
 def _pick(value: float | int | None, default: float | int) -> float | int:
     return default if value is None else value
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    val_speakers = _ids(args.val_speakers)
+    test_speakers = _ids(args.test_speakers)
+    speech = []
+    for spec in args.speech:
+        src = parse_source(spec)
+        speech.append(
+            dataclasses.replace(
+                src,
+                voices="synthetic" if args.synthetic else "real",
+                voice_variants=args.voice_variants,
+                val_speakers=val_speakers,
+                test_speakers=test_speakers,
+            )
+        )
     report = prepare_corpus(
-        speech=[parse_source(s) for s in args.speech],
+        speech=speech,
         noise=[Path(p) for p in args.noise],
         rir=[Path(p) for p in args.rir],
         simulate_rirs=args.simulate_rirs,
@@ -69,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
             f"({c['speech_hours']:.2f} h), {c['noise']} noise, {c['rir']} RIRs"
         )
     print(
-        f"skipped: {report['skipped_short']} short, {len(report['errors'])} unreadable; "
+        f"skipped: {report['skipped_short']} short, {len(report['errors'])} unreadable, "
+        f"{len(report['unmatched'])} not matching a pattern; "
         f"packs: {report['packs_written']} written, {report['packs_reused']} reused; "
         f"report: {Path(args.out) / 'prepare_report.json'}"
     )

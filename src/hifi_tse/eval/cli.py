@@ -42,6 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="change the checkpoint's data settings for the --data mixtures (repeatable), "
         "e.g. data.ta_ratio=0.2 to score checkpoints trained differently on the same mixtures",
     )
+    p.add_argument(
+        "--voices",
+        choices=("real", "synthetic"),
+        default=None,
+        help="mix only real recorded or only synthetic speakers of --split (sources are "
+        "tagged by prepare; default: all)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="examples per forward")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -137,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         partial_examples=args.partial_examples,
         use_ema=not args.raw_weights,
         mix_overrides=args.mix_set,
+        voices=args.voices,
     )
     tp, ta = metrics["tp"], metrics["ta"]
     line = f"TP n={tp['count']}"

@@ -399,6 +399,7 @@ def evaluate_checkpoint(
     partial_examples: int | None = None,
     use_ema: bool = True,
     mix_overrides: Sequence[str] = (),
+    voices: str | None = None,
 ) -> dict[str, Any]:
     """Load ``checkpoint`` (architecture and EMA weights from the file) and evaluate it.
 
@@ -408,7 +409,8 @@ def evaluate_checkpoint(
     training segments) from the same split with seed ``seed + 1``.
     The ``data`` mixtures follow the checkpoint's ``data`` settings, changed by
     ``mix_overrides`` (``data.KEY=VALUE``), so that checkpoints trained with different data
-    settings can be scored on the same mixtures.
+    settings can be scored on the same mixtures. ``voices`` (``real`` / ``synthetic``)
+    mixes only speakers of that kind (``data`` mode).
     """
     if (data is None) == (list_path is None):
         raise UserError("evaluate: give exactly one of --data (packs dir) and --list (CSV)")
@@ -422,9 +424,12 @@ def evaluate_checkpoint(
     if data is not None:
         from hifi_tse.data.datasets import FixedExampleSet
 
-        fixed = FixedExampleSet(Path(data), mix_cfg, split=split, seed=seed, n=examples, phase=2)
+        fixed = FixedExampleSet(
+            Path(data), mix_cfg, split=split, seed=seed, n=examples, phase=2, voices=voices
+        )
         items = fixed  # generated lazily, item by item
-        source = f"{data} split={split} (FixedExampleSet, held-out speakers)"
+        which = f", {voices} voices" if voices else ""
+        source = f"{data} split={split} (FixedExampleSet, held-out speakers{which})"
         if partial_presence:
             seconds = partial_seconds or 2.0 * cfg.audio.segment_seconds
             long_cfg = dataclasses.replace(
@@ -432,7 +437,7 @@ def evaluate_checkpoint(
             )
             n_pp = partial_examples or max(1, examples // 4)
             long_set = FixedExampleSet(
-                Path(data), long_cfg, split=split, seed=seed + 1, n=n_pp, phase=1
+                Path(data), long_cfg, split=split, seed=seed + 1, n=n_pp, phase=1, voices=voices
             )
             partial = long_set
     else:
@@ -448,5 +453,6 @@ def evaluate_checkpoint(
         "seed": seed if data is not None else None,
         "examples": len(items),
         "mix_overrides": list(mix_overrides),
+        "voices": voices if data is not None else None,
     }
     return evaluate_model(model, cfg, items, opts, out_dir, partial, info)

@@ -1,0 +1,254 @@
+"""Real-voice corpora: speaker ids from any naming scheme, held-out speakers by name, voice
+variants of the training speakers, real/synthetic filters, and the demo's real sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from test_prepare import run_prepare, tone, write
+
+from hifi_tse.cli import main as cli_main
+from hifi_tse.config import Config, DataConfig
+from hifi_tse.data.layouts import SpeechSource, parse_source
+from hifi_tse.data.mixer import Sources
+from hifi_tse.data.real_voices import single_talker_spans
+from hifi_tse.data.store import PackReader, load_manifest, load_report
+from hifi_tse.data.voice_variants import VoiceVariant, apply_variant, draw_variants
+from hifi_tse.errors import UserError
+
+SR = 16000
+FILLETS_LIKE = r"^[^/]+/(?P<lang>cs|nl)/[^/]+-(?P<character>[a-z]+)-[^/]+$"
+
+
+def make_game_tree(root: Path, utts: int = 3) -> Path:
+    """A tree named like the game's dialogue: level/lang/level-character-line.ogg, plus files
+    the pattern must skip (numbered minor characters, language-free effects)."""
+    f0 = {"m": 110.0, "v": 180.0, "hs": 140.0}
+    for lang in ("cs", "nl"):
+        for who, base in f0.items():
+            for u in range(utts):
+                level = f"level{u}"
+                x = tone(1.6, 22050, base + (7 if lang == "nl" else 0), seed=u, channels=2)
+                write(root / level / lang / f"{level}-{who}-line{u}.ogg", x, 22050, "VORBIS")
+    write(root / "level0" / "cs" / "level0-4-x.ogg", tone(1.6, 22050, 90, 1), 22050, "VORBIS")
+    write(root / "level0" / "en" / "effect.ogg", tone(1.6, 22050, 90, 2), 22050, "VORBIS")
+    return root
+
+
+def f0_median(x: np.ndarray, sr: int) -> float:
+    import parselmouth
+
+    pitch = parselmouth.Sound(x.astype(np.float64), sampling_frequency=sr).to_pitch()
+    f = pitch.selected_array["frequency"]
+    return float(np.median(f[f > 0]))
+
+
+def test_pattern_names_speakers_and_lists_unmatched_files(tmp_path: Path) -> None:
+    root = make_game_tree(tmp_path / "game")
+    src = parse_source(f"{root}:pattern={FILLETS_LIKE}")
+    assert src.layout == "pattern" and src.pattern == FILLETS_LIKE  # colons in REGEX kept
+    report = run_prepare([src], tmp_path / "out")
+    rows = load_manifest(tmp_path / "out", "train")
+    assert {r["speaker"] for r in rows} == {"cs-m", "cs-v", "cs-hs", "nl-m", "nl-v", "nl-hs"}
+    assert len(rows) == 18
+    assert sorted(Path(p).name for p in report["unmatched"]) == ["effect.ogg", "level0-4-x.ogg"]
+    assert report["sources"][0]["layout"] == f"pattern={FILLETS_LIKE}"
+    # Ogg Vorbis stereo at 22.05 kHz is decoded, downmixed and resampled to 16 kHz.
+    x = PackReader(tmp_path / "out").read(rows[0]["pack"], rows[0]["key"])
+    assert x.ndim == 1 and abs(len(x) - 1.6 * SR) <= 2
+
+
+def test_bad_patterns_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = make_game_tree(tmp_path / "game", utts=2)
+    for bad, words in [("(?P<x>[a-z]", "invalid pattern"), ("cs/", "no named group"),
+                       ("(?P<who>zzz)", "no file path matches")]:  # fmt: skip
+        with pytest.raises(UserError, match=words) as err:
+            run_prepare([parse_source(f"{root}:pattern={bad}")], tmp_path / "o")
+        assert "\n" not in str(err.value)
+    code = cli_main(["prepare", "--speech", f"{root}:pattern=cs/", "--out", str(tmp_path / "o")])
+    assert code == 2 and "no named group" in capsys.readouterr().err
+
+
+def test_named_held_out_speakers_from_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = make_game_tree(tmp_path / "game")
+    out = tmp_path / "out"
+    args = ["prepare", "--speech", f"{root}:pattern={FILLETS_LIKE}", "--out", str(out),
+            "--sample-rate", str(SR), "--min-seconds", "1", "--workers", "1", "--quiet",
+            "--val-ratio", "0.4", "--test-ratio", "0.4"]  # fmt: skip
+    assert cli_main(args + ["--val-speakers", "nl-m", "--test-speakers", "nl-v,nl-hs"]) == 0
+    speakers = {s: {r["speaker"] for r in load_manifest(out, s)} for s in ("train", "val", "test")}
+    # The named speakers replace the share-based split: every other speaker trains.
+    assert speakers == {"train": {"cs-m", "cs-v", "cs-hs"}, "val": {"nl-m"},
+                        "test": {"nl-v", "nl-hs"}}  # fmt: skip
+    assert cli_main(args + ["--val-speakers", "nl-x"]) == 2
+    err = capsys.readouterr().err
+    assert "nl-x not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_variants_draw_spread_reproducible_transforms() -> None:
+    a = draw_variants(3, "src/spk", 8, (0.7, 1.45), (0.86, 1.16))
+    assert a == draw_variants(3, "src/spk", 8, (0.7, 1.45), (0.86, 1.16))
+    assert a != draw_variants(3, "src/other", 8, (0.7, 1.45), (0.86, 1.16))
+    # A Latin hypercube: one variant in each eighth of each log range.
+    for values, (lo, hi) in [([v.pitch_ratio for v in a], (0.7, 1.45)),
+                             ([v.formant_ratio for v in a], (0.86, 1.16))]:  # fmt: skip
+        u = (np.log(values) - np.log(lo)) / (np.log(hi) - np.log(lo))
+        assert sorted(np.floor(u * 8).astype(int).tolist()) == list(range(8))
+
+
+def test_apply_variant_moves_pitch_by_its_ratio_and_keeps_length_and_peak() -> None:
+    x = tone(1.5, SR, 140.0, seed=0).astype(np.float32)
+    for ratio in (0.8, 1.3):
+        y = apply_variant(x, SR, VoiceVariant(pitch_ratio=ratio, formant_ratio=1.0))
+        assert len(y) == len(x) and np.isclose(np.abs(y).max(), np.abs(x).max(), rtol=1e-4)
+        assert f0_median(y, SR) / f0_median(x, SR) == pytest.approx(ratio, rel=0.05)
+    # A formant shift alone moves the spectral envelope, not the fundamental: a vowel-like
+    # signal (harmonics of 140 Hz under resonances at 900 and 2200 Hz).
+    t = np.arange(int(1.5 * SR)) / SR
+    harmonics = np.arange(1, int(7000 / 140.0))
+    envelope = np.exp(-(((harmonics * 140 - 900) / 300) ** 2))
+    envelope += 0.5 * np.exp(-(((harmonics * 140 - 2200) / 400) ** 2))
+    vowel = (envelope[:, None] * np.sin(2 * np.pi * 140 * harmonics[:, None] * t)).sum(0)
+    vowel = (0.5 * vowel / np.abs(vowel).max()).astype(np.float32)
+    up = apply_variant(vowel, SR, VoiceVariant(pitch_ratio=1.0, formant_ratio=1.25))
+    down = apply_variant(vowel, SR, VoiceVariant(pitch_ratio=1.0, formant_ratio=0.8))
+    for y in (up, down):
+        assert f0_median(y, SR) / f0_median(vowel, SR) == pytest.approx(1.0, rel=0.05)
+
+    def strongest_harmonic_hz(z: np.ndarray) -> float:
+        spec, freq = np.abs(np.fft.rfft(z)), np.fft.rfftfreq(len(z), 1 / SR)
+        amps = [spec[np.argmin(np.abs(freq - h * 140.0))] for h in harmonics]
+        return float(harmonics[int(np.argmax(amps))] * 140.0)
+
+    # The first resonance moves with the ratio (measured: 840 -> 700 and 1120 Hz).
+    assert strongest_harmonic_hz(vowel) == 840.0
+    assert strongest_harmonic_hz(down) == pytest.approx(0.8 * 840, abs=80)
+    assert strongest_harmonic_hz(up) == pytest.approx(1.25 * 840, abs=80)
+
+
+def test_voice_variants_are_training_speakers_that_keep_one_transform(tmp_path: Path) -> None:
+    root = make_game_tree(tmp_path / "game", utts=4)
+    src = SpeechSource(root, "pattern", FILLETS_LIKE, val_speakers=("nl-m", "nl-hs"),
+                       test_speakers=("nl-v",), voice_variants=3)  # fmt: skip
+    cfg = DataConfig(variant_utterances=2)
+    report = run_prepare([src], tmp_path / "out", data_cfg=cfg)
+    rows = {s: load_manifest(tmp_path / "out", s) for s in ("train", "val", "test")}
+    assert not any("variant" in r for s in ("val", "test") for r in rows[s])  # never held out
+    variants = [r for r in rows["train"] if "variant" in r]
+    by_speaker: dict[str, list[dict]] = {}
+    for r in variants:
+        by_speaker.setdefault(r["speaker"], []).append(r)
+    # 3 variants of each of the 3 training speakers, 2 utterances each.
+    assert len(by_speaker) == 9 and all(len(v) == 2 for v in by_speaker.values())
+    assert report["splits"]["train"]["variant_speakers"] == 9
+    reader = PackReader(tmp_path / "out")
+    originals = {r["utterance"]: r for r in rows["train"] if "variant" not in r}
+    for utts in by_speaker.values():
+        assert len({json.dumps(u["variant"], sort_keys=True) for u in utts}) == 1
+        ratio = utts[0]["variant"]["pitch_ratio"]
+        for u in utts:  # every utterance (target and enrollment alike) carries the transform
+            orig = originals[u["utterance"].split("~")[0]]
+            y = reader.read(u["pack"], u["key"])
+            x = reader.read(orig["pack"], orig["key"])
+            assert f0_median(y, SR) / f0_median(x, SR) == pytest.approx(ratio, rel=0.06)
+
+
+def test_voices_filter_mixes_one_kind_of_speaker(tmp_path: Path) -> None:
+    game = make_game_tree(tmp_path / "game", utts=3)
+    synth = tmp_path / "synth"
+    for s in range(3):
+        for u in range(3):
+            write(synth / f"voice{s}" / f"u{u}.wav", tone(1.6, SR, 100 + 30 * s, u), SR, "PCM_16")
+    run_prepare([SpeechSource(game, "pattern", FILLETS_LIKE, name="game"),
+                 SpeechSource(synth, "folder", voices="synthetic")],
+                tmp_path / "out")  # fmt: skip
+    report = load_report(tmp_path / "out")
+    assert {s["name"]: s["voices"] for s in report["sources"]} == {
+        "game": "real",
+        "synth": "synthetic",
+    }
+    every = Sources(tmp_path / "out", "train", SR)
+    real = Sources(tmp_path / "out", "train", SR, voices="real")
+    synthetic = Sources(tmp_path / "out", "train", SR, voices="synthetic")
+    assert len(every.speakers) == 9
+    assert all(s.startswith("game/") for s in real.speakers) and len(real.speakers) == 6
+    assert all(s.startswith("synth/") for s in synthetic.speakers) and len(synthetic.speakers) == 3
+    with pytest.raises(UserError, match="voices: expected"):
+        Sources(tmp_path / "out", "train", SR, voices="robot")
+    from hifi_tse.data.datasets import FixedExampleSet
+
+    cfg = Config()
+    cfg.audio.sample_rate, cfg.audio.segment_seconds, cfg.audio.ref_seconds = SR, 1.0, 1.0
+    fixed = FixedExampleSet(tmp_path / "out", cfg, split="train", seed=1, n=12, voices="real")
+    for i in range(len(fixed)):
+        meta = fixed.example(i).meta
+        assert meta["target_speaker"].startswith("game/")
+        assert all(s.startswith("game/") for s in meta["interferer_speakers"])
+
+
+def test_single_talker_spans_drop_overlaps() -> None:
+    turns = [("a", 0.0, 4.0), ("b", 3.0, 6.0), ("a", 5.5, 9.0), ("b", 9.5, 10.0)]
+    spans = single_talker_spans(turns, min_seconds=0.4)
+    assert spans == [("a", 0.0, 3.0), ("a", 6.0, 9.0), ("b", 4.0, 5.5), ("b", 9.5, 10.0)]
+    assert single_talker_spans(turns, min_seconds=1.0)[-1] == ("b", 4.0, 5.5)
+
+
+def test_ogg_reads_like_the_game_files(tmp_path: Path) -> None:
+    path = tmp_path / "x.ogg"
+    write(path, tone(1.0, 22050, 150, 0, channels=2), 22050, "VORBIS")
+    info = sf.info(str(path))
+    assert info.format == "OGG" and info.channels == 2 and info.samplerate == 22050
+
+
+def test_demo_corpus_holds_real_voices_apart_from_synthetic(tmp_path: Path) -> None:
+    from hifi_tse.data import demo_corpus as dc
+    from hifi_tse.data.real_voices import EXTRA_SOURCE, FILLETS_SOURCE
+
+    game = make_game_tree(tmp_path / "game", utts=3)
+    alsa = tmp_path / "alsa"
+    for name in ("Front_Left", "Front_Right", "Noise"):
+        write(alsa / f"{name}.wav", tone(1.4, 48000, 120, len(name)), 48000, "PCM_16")
+    sample = tmp_path / "call" / "sample"
+    call = np.concatenate([tone(3.0, SR, 110, 1), tone(3.0, SR, 190, 2), tone(3.0, SR, 110, 3),
+                           tone(3.0, SR, 190, 4)])  # fmt: skip
+    write(sample.with_suffix(".wav"), call, SR, "PCM_16")
+    sample.with_suffix(".rttm").write_text(
+        "".join(f"SPEAKER sample 1 {3.0 * k:.2f} 3.00 <NA> <NA> {'ab'[k % 2]} <NA> <NA>\n"
+                for k in range(4))
+    )  # fmt: skip
+    out = tmp_path / "demo"
+    summary = dc.build_demo_corpus(
+        out, seed=3, num_voices=6, sentences_per_voice=3, sample_rate=SR, workers=2,
+        simulate_rirs=4, progress=False, real_voices=True, voice_variants=2,
+        real_roots={"fillets_root": game, "alsa_root": alsa, "pyannote_sample": sample},
+    )  # fmt: skip
+    assert summary["real_missing"] == ""
+    rows = {s: load_manifest(out, s) for s in ("train", "val", "test")}
+    speakers = {s: {f"{r['source']}/{r['speaker']}" for r in rs if r["kind"] == "speech"}
+                for s, rs in rows.items()}  # fmt: skip
+    assert f"{FILLETS_SOURCE}/nl-m" in speakers["val"]
+    assert {f"{FILLETS_SOURCE}/nl-v", f"{EXTRA_SOURCE}/pyannote-a",
+            f"{EXTRA_SOURCE}/pyannote-b"} <= speakers["test"]  # fmt: skip
+    # ALSA's noise file is not a voice; its voice clips (padded to the minimum) train.
+    assert f"{EXTRA_SOURCE}/alsa" in speakers["train"]
+    assert not any("Noise" in r["utterance"] for r in rows["train"])
+    real_train = {s for s in speakers["train"] if not s.startswith(dc.SYNTHETIC_SOURCE + "/")}
+    originals = {s for s in real_train if "~v" not in s}
+    assert originals == {f"{FILLETS_SOURCE}/{x}" for x in ("cs-m", "cs-v", "cs-hs", "nl-hs")} | {
+        f"{EXTRA_SOURCE}/alsa"
+    }
+    assert len(real_train - originals) == 2 * len(originals)  # 2 variants each, train only
+    assert not any("~v" in s for split in ("val", "test") for s in speakers[split])
+    assert summary["real_voices"]["speakers"] == {"train": 15, "val": 1, "test": 3}
+    # The synthetic voices keep the split they have without real voices.
+    synthetic = {s: {x for x in spk if x.startswith(dc.SYNTHETIC_SOURCE + "/")}
+                 for s, spk in speakers.items()}  # fmt: skip
+    assert all(len(v) == 2 for v in synthetic.values())
+    real_test = Sources(out, "test", SR, voices="real")
+    assert sorted(real_test.speakers) == sorted(speakers["test"] - synthetic["test"])
