@@ -6,7 +6,11 @@ folder with ``prepare_corpus``, then measures
 * mixtures per second through ``MixtureDataset[i]`` with the full recipe (4 s segments, 4 s
   enrollment, RIR on every talker, noise, speed perturbation, 1-3 interferers, TA share,
   noisy enrollment at its final probability);
-* pack reads: random 4 s crops per second and MB/s, and whole-utterance MB/s.
+* pack reads: random 4 s crops per second and MB/s, and whole-utterance MB/s;
+* voice variants (pitch/formant shift, ``prepare --voice-variants``) at 16 kHz: seconds of
+  compute per second of speech, what precomputing costs per hour of speech, and the mixing
+  rate they would allow if done on the fly (each demo mixture transforms its target, its
+  enrollment and on average 1.5 interferers, 2 s each).
 
 Usage: ``python benchmarks/bench_data.py [--mixtures 200] [--json out.json]``.
 Threads are limited to 1 (and the process pinned to one core where possible) so the figure
@@ -108,6 +112,35 @@ def bench_reads(packs: Path, crop_seconds: float, n: int) -> dict[str, float]:
     }
 
 
+VARIANT_SR = 16000
+VARIANT_CLIP_SECONDS = 2.0  # the demo config's segment and enrollment length
+VARIANT_CLIPS_PER_MIXTURE = 3.5  # target + enrollment + 1.5 interferers on average
+
+
+def bench_variants(n: int) -> dict[str, float]:
+    """Cost of one pitch/formant transform of a 2 s clip at 16 kHz, on one core."""
+    from hifi_tse.data.voice_variants import VoiceVariant, apply_variant
+
+    rng = np.random.default_rng(1)
+    t = np.arange(int(VARIANT_CLIP_SECONDS * VARIANT_SR)) / VARIANT_SR
+    clips = []
+    for k in range(n):
+        f0 = 100.0 + 10.0 * (k % 10)
+        x = sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6)) / h for h in range(1, 12))
+        clips.append((0.1 * x * (0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * t)) ** 2).astype(np.float32))
+    apply_variant(clips[0], VARIANT_SR, VoiceVariant(1.2, 1.1))  # first call loads Praat
+    t0 = time.perf_counter()
+    for k, x in enumerate(clips):
+        apply_variant(x, VARIANT_SR, VoiceVariant(0.8 + 0.05 * (k % 8), 0.9 + 0.03 * (k % 8)))
+    per_clip = (time.perf_counter() - t0) / n
+    return {
+        "variant_ms_per_2s_clip": 1000.0 * per_clip,
+        "variant_compute_per_speech_s": per_clip / VARIANT_CLIP_SECONDS,
+        "variant_precompute_s_per_speech_hour": 3600.0 * per_clip / VARIANT_CLIP_SECONDS,
+        "variant_on_the_fly_mixtures_per_s": 1.0 / (VARIANT_CLIPS_PER_MIXTURE * per_clip),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mixtures", type=int, default=200)
@@ -116,6 +149,7 @@ def main() -> None:
     parser.add_argument("--utterances", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=8.0, help="synthetic utterance length")
     parser.add_argument("--rirs", type=int, default=24)
+    parser.add_argument("--variant-clips", type=int, default=40, help="voice-variant timing")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -156,6 +190,7 @@ def main() -> None:
         results["corpus"] = report["splits"]["train"]
         results.update(bench_reads(root / "packs", cfg.audio.segment_seconds, args.crops))
         results.update(bench_mixing(root / "packs", cfg, args.mixtures))
+    results.update(bench_variants(args.variant_clips))
     for k, v in results.items():
         print(f"{k:22s} {v:.2f}" if isinstance(v, float) else f"{k:22s} {v}")
     if args.json:

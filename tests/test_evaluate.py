@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import soundfile as sf
 from eval_fixtures import SR, make_checkpoint, tiny_ckpt, tiny_config, tiny_packs, voice  # noqa: F401
 
 from hifi_tse.cli import main
+from hifi_tse.errors import UserError
 from hifi_tse.eval.evaluate import (
     EvalOptions,
     evaluate_model,
@@ -226,3 +228,25 @@ def test_mix_set_pins_the_test_mixtures(tiny_ckpt, tiny_packs, tmp_path, capsys)
         err = capsys.readouterr().err.strip()
         assert code != 0 and len(err.splitlines()) == 1 and named in err and "--mix-set" in err
         assert not (bad_out / "metrics.json").exists()
+
+
+def test_list_header_must_name_every_column(tmp_path):
+    from hifi_tse.infer.separate import read_csv_rows
+
+    for name in ("a", "r", "t"):
+        (tmp_path / f"{name}.wav").write_bytes(b"")
+    path = tmp_path / "l.csv"
+    path.write_text("mix,ref\na.wav,r.wav\n")  # a header without the target column
+    with pytest.raises(UserError, match=r"l.csv:1: header lacks column\(s\) target") as err:
+        read_csv_rows(path, ["mix", "ref", "target"], required=2)
+    assert "\n" not in str(err.value)
+    path.write_text("mix,ref,target,notes\na.wav,r.wav,t.wav,x\n")
+    with pytest.raises(UserError, match="unknown or repeated column"):
+        read_csv_rows(path, ["mix", "ref", "target"], required=2)
+    # A header sets the order; rows without one keep the documented order.
+    path.write_text("target,mix,ref\nt.wav,a.wav,r.wav\n")
+    (row,) = read_csv_rows(path, ["mix", "ref", "target"], required=2)
+    assert Path(row["mix"]).name == "a.wav" and Path(row["target"]).name == "t.wav"
+    path.write_text("a.wav,r.wav\n")
+    (row,) = read_csv_rows(path, ["mix", "ref", "target"], required=2)
+    assert Path(row["ref"]).name == "r.wav" and row["target"] == ""

@@ -365,12 +365,27 @@ def separate_file(
     return written
 
 
+def _header_order(path: Path, lineno: int, names: list[str], columns: list[str]) -> list[str]:
+    """Column order from a header row, which must name every expected column exactly once."""
+    missing = [c for c in columns if c not in names]
+    unknown = [n for n in names if n not in columns]
+    if missing or unknown or len(set(names)) != len(names):
+        problem = (
+            f"lacks column(s) {', '.join(missing)}"
+            if missing
+            else f"has unknown or repeated column(s) {', '.join(unknown) or ', '.join(names)}"
+        )
+        raise UserError(f"{path}:{lineno}: header {problem} (expected {', '.join(columns)})")
+    return names
+
+
 def read_csv_rows(path: Path, columns: list[str], required: int) -> list[dict[str, str]]:
     """Rows of a CSV of file paths → dicts keyed by ``columns`` (missing optional cells = "").
 
-    The first ``required`` columns must be non-empty. A header row naming the first column is
-    skipped; blank lines and lines starting with ``#`` are ignored; relative paths are
-    resolved against the CSV's folder.
+    The first ``required`` columns must be non-empty. An optional header row (its first cell
+    is a column name) must name every one of ``columns`` and sets their order; without it
+    the cells are in ``columns`` order. Blank lines and lines starting with ``#`` are
+    ignored; relative paths are resolved against the CSV's folder.
     """
     path = Path(path)
     if not path.is_file():
@@ -380,23 +395,23 @@ def read_csv_rows(path: Path, columns: list[str], required: int) -> list[dict[st
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a readable text file ({type(exc).__name__})") from None
     rows: list[dict[str, str]] = []
+    order = list(columns)  # column names by position; a header row may reorder them
     for lineno, cells in enumerate(csv.reader(text.splitlines()), start=1):
         cells = [c.strip() for c in cells]
         if not any(cells) or cells[0].startswith("#"):
             continue
-        if not rows and cells[0].lower() == columns[0]:
-            continue  # header
-        if (
-            len(cells) > len(columns)
-            or any(not c for c in cells[:required])
-            or (len(cells) < required)
-        ):
+        if not rows and cells[0].lower() in columns:
+            order = _header_order(path, lineno, [c.lower() for c in cells], columns)
+            continue
+        by_name = dict(zip(order, cells))
+        if len(cells) > len(order) or any(not by_name.get(c) for c in columns[:required]):
             raise UserError(
-                f"{path}:{lineno}: expected columns {', '.join(columns)} "
-                f"(first {required} required), got {cells}"
+                f"{path}:{lineno}: expected columns {', '.join(order)} "
+                f"({', '.join(columns[:required])} required), got {cells}"
             )
         row = {}
-        for name, cell in zip(columns, cells + [""] * (len(columns) - len(cells))):
+        for name in columns:
+            cell = by_name.get(name, "")
             if cell and name != "out":
                 cell = ";".join(
                     str(p if Path(p).is_absolute() else path.parent / p)
