@@ -115,6 +115,11 @@ class ModelConfig:
         doc="training speakers the auxiliary speaker classifier names (0 = no classifier); "
         "at least the speakers of manifest_train.jsonl",
     )
+    speaker_embedding: Literal["none", "ge2e"] = _f(
+        "none",
+        doc="extra FiLM from a frozen GE2E speaker embedding of the enrollment, trained on "
+        "real talkers (needs resemblyzer's weights: pip install --no-deps resemblyzer)",
+    )
     decoder_hidden: int = _f(128, lo=1, hi=8192, doc="per-band mask MLP hidden width, units")
     norm_eps: float = _f(1e-5, lo=1e-12, hi=1e-1, doc="LayerNorm variance floor, (feature units)^2")
 

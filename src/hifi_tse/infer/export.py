@@ -81,7 +81,9 @@ class SpectralCore(nn.Module):
         merge = nn.functional.one_hot(bands.scatter_idx, bands.num_bins + 1).float()
         self.register_buffer("merge", merge, persistent=False)  # (K*Wmax, F+1)
 
-    def forward(self, mix_spec: torch.Tensor, ref_spec: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, mix_spec: torch.Tensor, ref_spec: torch.Tensor, ref_mels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         g = self.g
         x = g.encoder.forward_real(mix_spec)  # (K, B, T, D)
         r = g.encoder.forward_real(ref_spec)  # (K, B, S, D)
@@ -89,6 +91,8 @@ class SpectralCore(nn.Module):
             x = g.usef(x, r)
         if g.film is not None:
             x = g.film(x, r)
+        if g.speaker_embedding is not None:
+            x = g.speaker_embedding.forward_mels(x, ref_mels)
         x = g.backbone(x, r)
         mask = decode_real(g.decoder, x, self.merge)
         if g.presence is not None:
@@ -117,7 +121,10 @@ def export_onnx(
     core = SpectralCore(model).eval()
     gen = torch.Generator().manual_seed(0)
     mix = _spec(model, torch.randn(2, chunk_samples, generator=gen))
-    ref = _spec(model, torch.randn(2, ref_samples, generator=gen))
+    ref_wav = torch.randn(2, ref_samples, generator=gen)
+    inputs: tuple[torch.Tensor, ...] = (mix, _spec(model, ref_wav))
+    if model.speaker_embedding is not None:
+        inputs += (model.speaker_embedding.mels(ref_wav),)
     meta = {
         "format": ONNX_FORMAT,
         "version": "1",
@@ -128,10 +135,11 @@ def export_onnx(
         "win_length": str(cfg.stft.win_length),
         "hop_length": str(cfg.stft.hop_length),
         "checkpoint_step": str(step if step is not None else -1),
+        "speaker_embedding": cfg.model.speaker_embedding,
     }
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
-        dynamic = _export(core, (mix, ref), tmp)
+        dynamic = _export(core, inputs, tmp)
         meta["dynamic"] = "1" if dynamic else "0"
         proto = onnx.load(str(tmp))
         del proto.metadata_props[:]
@@ -141,10 +149,17 @@ def export_onnx(
     return meta
 
 
-def _export(core: nn.Module, args: tuple[torch.Tensor, torch.Tensor], path: Path) -> bool:
+def _export(core: nn.Module, args: tuple[torch.Tensor, ...], path: Path) -> bool:
     """Export ``core``; returns True when batch, T and S are dynamic (TorchScript exporter),
-    False for the fixed-shape dynamo fallback."""
-    names = {"input_names": ["mix_spec", "ref_spec"], "output_names": ["mask"]}
+    False for the fixed-shape dynamo fallback. A third input is the enrollment's GE2E mels."""
+    input_names = ["mix_spec", "ref_spec", "ref_mels"][: len(args)]
+    names = {"input_names": input_names, "output_names": ["mask"]}
+    axes = {
+        "mix_spec": {0: "batch", 2: "frames"},
+        "ref_spec": {0: "batch", 2: "ref_frames"},
+        "ref_mels": {0: "batch", 1: "mel_frames"},
+        "mask": {0: "batch", 2: "frames"},
+    }
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # optional-registry noise
     errors: list[str] = []
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -156,18 +171,15 @@ def _export(core: nn.Module, args: tuple[torch.Tensor, torch.Tensor], path: Path
                 str(path),
                 dynamo=False,
                 opset_version=OPSET,
-                dynamic_axes={
-                    "mix_spec": {0: "batch", 2: "frames"},
-                    "ref_spec": {0: "batch", 2: "ref_frames"},
-                    "mask": {0: "batch", 2: "frames"},
-                },
+                dynamic_axes={k: v for k, v in axes.items() if k in input_names + ["mask"]},
                 **names,
             )
             return True
         except Exception as exc:  # the exporters raise many types; try the other one
             errors.append(f"TorchScript exporter: {type(exc).__name__}: {exc}".splitlines()[0])
         try:
-            torch.onnx.export(core, (args[0][:1], args[1][:1]), str(path), dynamo=True, **names)
+            first = tuple(a[:1] for a in args)
+            torch.onnx.export(core, first, str(path), dynamo=True, **names)
             return False
         except Exception as exc:
             errors.append(f"dynamo exporter: {type(exc).__name__}: {exc}".splitlines()[0])

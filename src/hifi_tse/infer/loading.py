@@ -93,6 +93,9 @@ def load_generator(
             f"{path}: weights do not fit the generator built from its config "
             f"(other architecture?): {detail}"
         ) from None
+    embedding = getattr(model, "speaker_embedding", None)
+    if embedding is not None and not bool(embedding.pretrained):
+        raise UserError(f"{path}: its GE2E speaker encoder holds no pretrained weights")
     model.to(device).eval()
     return model, cfg
 

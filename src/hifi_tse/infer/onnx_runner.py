@@ -19,6 +19,7 @@ import numpy as np
 
 from hifi_tse.errors import UserError
 from hifi_tse.infer.separate import ChunkFn
+from hifi_tse.speaker.frontend import enrollment_mels
 
 ONNX_FORMAT = "hifi-tse-onnx-spectral-core"
 META_KEYS = ("sample_rate", "chunk_samples", "ref_samples", "n_fft", "win_length", "hop_length")
@@ -103,6 +104,8 @@ class OnnxModel:
         self.ref_samples = values["ref_samples"]
         self.stft = NumpyStft(values["n_fft"], values["win_length"], values["hop_length"])
         self.dynamic = meta.get("dynamic") == "1"
+        # Models with GE2E conditioning take the enrollment's mels as a third input.
+        self.ge2e = meta.get("speaker_embedding", "none") == "ge2e"
 
     def fit_reference(self, ref: np.ndarray) -> np.ndarray:
         """Fixed-shape exports: tile a short enrollment / crop a long one to ``ref_samples``."""
@@ -113,17 +116,25 @@ class OnnxModel:
             ref = np.tile(ref, -(-self.ref_samples // ref.size))
         return ref[: self.ref_samples]
 
-    def mask(self, mix_spec: np.ndarray, ref_spec: np.ndarray) -> np.ndarray:
-        """Run the core on ``(B, F, T, 2)`` with ``(1, F, S, 2)`` → mask ``(B, F, T, 2)``."""
+    def mask(
+        self, mix_spec: np.ndarray, ref_spec: np.ndarray, ref_mels: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Run the core on ``(B, F, T, 2)`` with ``(1, F, S, 2)`` (and the GE2E mels
+        ``(1, T_mel, 40)`` when the model has them) → mask ``(B, F, T, 2)``."""
+        refs = {"ref_spec": ref_spec}
+        if self.ge2e:
+            if ref_mels is None:
+                raise ValueError("this model needs the enrollment's GE2E mels")
+            refs["ref_mels"] = ref_mels
         if self.dynamic:
-            ref = np.repeat(ref_spec, mix_spec.shape[0], axis=0)
-            return self.session.run(None, {"mix_spec": mix_spec, "ref_spec": ref})[0]
-        rows = [
-            self.session.run(None, {"mix_spec": m[None], "ref_spec": ref_spec})[0] for m in mix_spec
-        ]
+            feeds = {k: np.repeat(v, mix_spec.shape[0], axis=0) for k, v in refs.items()}
+            return self.session.run(None, {"mix_spec": mix_spec, **feeds})[0]
+        rows = [self.session.run(None, {"mix_spec": m[None], **refs})[0] for m in mix_spec]
         return np.concatenate(rows, axis=0)
 
-    def separate_chunks(self, chunks: np.ndarray, ref_spec: np.ndarray) -> np.ndarray:
+    def separate_chunks(
+        self, chunks: np.ndarray, ref_spec: np.ndarray, ref_mels: np.ndarray | None = None
+    ) -> np.ndarray:
         """``(B, n)`` → ``(B, n)``; fixed-shape exports zero-pad short chunks."""
         batch, n = chunks.shape
         width = n if self.dynamic else self.chunk_samples
@@ -132,7 +143,7 @@ class OnnxModel:
         x = np.zeros((batch, width), dtype=np.float32)
         x[:, :n] = chunks
         spec = self.stft.forward(x)
-        m = self.mask(spec, ref_spec)
+        m = self.mask(spec, ref_spec, ref_mels)
         re = spec[..., 0] * m[..., 0] - spec[..., 1] * m[..., 1]
         im = spec[..., 0] * m[..., 1] + spec[..., 1] * m[..., 0]
         est = self.stft.inverse(np.stack([re, im], axis=-1), width)
@@ -140,9 +151,11 @@ class OnnxModel:
 
     def chunk_fn(self, ref: np.ndarray) -> ChunkFn:
         """Bind an enrollment ``(L_ref,)`` at the model rate: returns ``(B, n) -> (B, n)``."""
-        ref_spec = self.stft.forward(self.fit_reference(ref)[None])
+        fitted = self.fit_reference(ref)
+        ref_spec = self.stft.forward(fitted[None])
+        ref_mels = enrollment_mels(fitted, self.sample_rate)[None] if self.ge2e else None
 
         def fn(chunks: np.ndarray) -> np.ndarray:
-            return self.separate_chunks(chunks, ref_spec)
+            return self.separate_chunks(chunks, ref_spec, ref_mels)
 
         return fn

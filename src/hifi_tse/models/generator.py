@@ -5,6 +5,7 @@
         ─▶ band-merge decoder: complex mask (B, F, T) [× per-frame presence gain (B, 1, T)]
         ─× mixture spectrum─▶ iSTFT ─▶ (B, L)
     ref (B, L_ref) ─STFT─▶ the same band-split encoder ─▶ (K, B, S, D)
+        [─▶ frozen GE2E embedding (B, 256) ─▶ a second FiLM: model.speaker_embedding]
         [─▶ time-pooled ─▶ speaker classifier logits (B, classes): training objective only]
 
 The mask starts as 1 + 0j, the optional presence gain as 1 and FiLM as the identity, so an
@@ -24,6 +25,7 @@ from hifi_tse.models.conditioning import FiLM, ReferenceAttention, drop_referenc
 from hifi_tse.models.gridnet import GridNet
 from hifi_tse.models.presence import PresenceGain
 from hifi_tse.models.speaker import SpeakerClassifier
+from hifi_tse.models.speaker_embedding import GE2EConditioning
 
 
 def attention_window_frames(cfg: Config) -> int:
@@ -78,6 +80,11 @@ class Generator(nn.Module):
             if m.speaker_classes > 0
             else None
         )
+        self.speaker_embedding = (
+            GE2EConditioning(cfg.audio.sample_rate, m.feature_dim)
+            if m.speaker_embedding == "ge2e"
+            else None
+        )
         self.ref_dropout_prob = m.ref_dropout_prob
 
     @property
@@ -116,6 +123,8 @@ class Generator(nn.Module):
             x = self.usef(x, r)
         if self.film is not None:
             x = self.film(x, r)
+        if self.speaker_embedding is not None:
+            x = self.speaker_embedding(x, ref)
         x = self.backbone(x, r)
         mask = self.decoder(x)  # (B, F, T) complex64
         if self.presence is not None:

@@ -277,10 +277,13 @@ class Trainer:
         # Same init on every rank (DDP also broadcasts rank 0's weights).
         torch.manual_seed(cfg.train.seed)
         generator = build_generator(cfg).to(self.device)
+        if generator.speaker_embedding is not None:
+            # Pretrained and frozen; a checkpoint restored below brings its own copy.
+            generator.speaker_embedding.load_pretrained()
         self.generator = generator
         self.ema = EMA(generator, cfg.train.ema_decay)
         self.optimizer = torch.optim.AdamW(
-            generator.parameters(),
+            (p for p in generator.parameters() if p.requires_grad),
             lr=lr_at(0, cfg.train),
             betas=tuple(cfg.train.betas),
             weight_decay=cfg.train.weight_decay,
