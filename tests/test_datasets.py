@@ -104,6 +104,23 @@ def test_fixed_set_cache_written_once_and_matches(packs: Path, tmp_path: Path) -
     assert cache.stat().st_mtime_ns != mtime  # config changed: rebuilt
 
 
+def test_fixed_set_cache_is_rebuilt_when_the_mixer_format_changes(
+    packs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hifi_tse.data.datasets as datasets
+
+    cfg = make_cfg()
+    cache = tmp_path / "val_cache.h5"
+    FixedExampleSet(packs, cfg, split="val", seed=3, n=3, cache_path=cache)
+    mtime = cache.stat().st_mtime_ns
+    FixedExampleSet(packs, cfg, split="val", seed=3, n=3, cache_path=cache)
+    assert cache.stat().st_mtime_ns == mtime
+    # Code that draws other examples bumps the version: the old cache is never reused.
+    monkeypatch.setattr(datasets, "MIXER_FORMAT_VERSION", datasets.MIXER_FORMAT_VERSION + 1)
+    FixedExampleSet(packs, cfg, split="val", seed=3, n=3, cache_path=cache)
+    assert cache.stat().st_mtime_ns != mtime
+
+
 def test_mixture_dataset_pure_in_seed_rank_index(packs: Path) -> None:
     cfg = make_cfg()
     ds = MixtureDataset(packs, cfg, rank=0, examples_per_step=4)

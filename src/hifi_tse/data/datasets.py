@@ -36,7 +36,7 @@ from torch.utils.data import Dataset, Sampler
 
 from hifi_tse.config import Config
 from hifi_tse.data.example import Example
-from hifi_tse.data.mixer import Sources, mix_example
+from hifi_tse.data.mixer import MIXER_FORMAT_VERSION, Sources, mix_example
 from hifi_tse.data.store import manifest_path
 from hifi_tse.schedules import PHASE_TP, phase_at
 from hifi_tse.utils import atomic_path
@@ -215,6 +215,7 @@ class FixedExampleSet(Dataset):
         data = {k: v for k, v in self.cfg.to_dict()["data"].items() if k != "num_workers"}
         man = manifest_path(self.packs_dir, self.split)
         blob = {
+            "mixer_format": MIXER_FORMAT_VERSION,
             "audio": self.cfg.to_dict()["audio"],
             "data": data,
             "manifest": hashlib.sha1(man.read_bytes()).hexdigest() if man.is_file() else None,

@@ -57,6 +57,10 @@ from hifi_tse.errors import UserError
 from hifi_tse.schedules import PHASE_TP_TA, difficulty_at, noisy_ref_prob_at
 
 VOICE_KINDS = ("real", "synthetic")
+# Version of what mix_example draws for a given (recipe, sources, rng): bumped with every
+# change of its output, so validation caches from older code are rebuilt (the golden hashes
+# of tests/test_mixer_golden.py pin each version).
+MIXER_FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
