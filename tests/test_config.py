@@ -85,3 +85,19 @@ def test_cli_prints_one_line_message_for_bad_config(tmp_path, capsys):
     assert main(["config", "--config", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "model.num_heads: expected >= 1" in err
+
+
+def test_builtin_config_names_resolve_from_any_folder(tmp_path, monkeypatch):
+    from hifi_tse.config import ConfigError, builtin_configs, load_config, resolve_config_path
+
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    assert builtin_configs() == ["demo", "hifi_tse", "tiny"]
+    assert resolve_config_path("demo").name == "demo.yaml"
+    assert load_config("tiny.yaml").audio.sample_rate == 16000
+    assert load_config("hifi_tse").audio.sample_rate == 48000
+    (tmp_path / "demo.yaml").write_text("audio:\n  sample_rate: 8000\n")
+    assert load_config("demo.yaml").audio.sample_rate == 8000  # a file of that name wins
+    with pytest.raises(ConfigError, match="built-in configs: demo, hifi_tse, tiny"):
+        load_config("nonexistent")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("some/dir/demo.yaml")

@@ -473,13 +473,34 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[s
     return data
 
 
+BUILTIN_CONFIG_DIR = Path(__file__).resolve().parent / "assets" / "configs"
+
+
+def builtin_configs() -> list[str]:
+    """Names of the configs shipped inside the package (``hifi_tse``, ``tiny``, ``demo``)."""
+    return sorted(p.stem for p in BUILTIN_CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` itself when it is a file, else the built-in config of that name (with or
+    without ``.yaml``), so ``--config demo`` works from any folder after ``pip install``."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    builtin = BUILTIN_CONFIG_DIR / f"{path.stem}.yaml"
+    if len(path.parts) == 1 and path.suffix in ("", ".yaml") and builtin.is_file():
+        return builtin
+    raise ConfigError(
+        f"{path}: config file not found (built-in configs: {', '.join(builtin_configs())})"
+    )
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    """Load a YAML config (a file, or a built-in name such as ``demo``; the defaults when
+    ``path`` is None) and apply overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
+        path = resolve_config_path(path)
         try:
             loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:

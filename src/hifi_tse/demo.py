@@ -29,9 +29,9 @@ from hifi_tse.errors import UserError
 from hifi_tse.train.logging_utils import LOG as TRAIN_LOG
 from hifi_tse.utils import atomic_write_text
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = REPO / "configs" / "demo.yaml"
-DEFAULT_SHIPPED = REPO / "models" / "demo_model.pt"
+ASSETS = Path(__file__).resolve().parent / "assets"  # shipped inside the package
+DEFAULT_CONFIG = ASSETS / "configs" / "demo.yaml"
+DEFAULT_SHIPPED = ASSETS / "demo_model.pt"
 # Fixed test-set draw of the report, so two demo runs score the same mixtures.
 EVAL_SEED = 7
 SEPARATE_SEED = 11
