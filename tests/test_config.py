@@ -101,3 +101,13 @@ def test_builtin_config_names_resolve_from_any_folder(tmp_path, monkeypatch):
         load_config("nonexistent")
     with pytest.raises(ConfigError, match="not found"):
         load_config("some/dir/demo.yaml")
+
+
+def test_every_recipe_loads():
+    from hifi_tse.config import BUILTIN_CONFIG_DIR
+
+    recipes = sorted((BUILTIN_CONFIG_DIR / "recipes").glob("*.yaml"))
+    assert recipes, "configs/recipes holds the resolved config of each shipped-model stage"
+    for path in recipes:
+        cfg = load_config(path)
+        assert cfg.audio.sample_rate == 16000, path

@@ -474,6 +474,9 @@ def headline(metrics: dict[str, Any]) -> dict[str, float | None]:
         "wrong_ref_si_sdri_db": mean(wrong, "si_sdri_wrong"),
         "wrong_ref_drop_db": mean(wrong, "si_sdri_drop"),
         "confusion_rate": wrong.get("confusion_rate"),
+        "spk_sim": mean(metrics.get("tp"), "spk_sim"),
+        "spk_sim_mix": mean(metrics.get("tp"), "spk_sim_mix"),
+        "spk_sim_target": mean(metrics.get("tp"), "spk_sim_target"),
     }
 
 
@@ -489,6 +492,9 @@ HEADLINE_ROWS = (
     ("wrong_ref_si_sdri_db", "wrong-reference SI-SDRi (dB)", "", "", ""),
     ("wrong_ref_drop_db", "SI-SDRi drop with wrong reference (dB)", "≥ 6", "≥ 6", "≥ 3"),
     ("confusion_rate", "speaker-confusion rate", "", "", ""),
+    ("spk_sim", "speaker similarity, estimate ↔ enrollment (GE2E cosine)", "", "", ""),
+    ("spk_sim_mix", "speaker similarity, mixture ↔ enrollment", "", "", ""),
+    ("spk_sim_target", "speaker similarity, estimate ↔ clean target", "", "", ""),
 )
 
 
