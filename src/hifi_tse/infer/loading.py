@@ -139,10 +139,12 @@ class TorchChunkFn:
         self.model = model
         self.device = device
         self.ref = torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float32)).to(device)
+        # The enrollment is encoded once here, not again for every chunk.
+        with torch.inference_mode():
+            self.cues = model.reference_cues(self.ref.unsqueeze(0))
 
     def __call__(self, chunks: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             mix = torch.from_numpy(np.ascontiguousarray(chunks, dtype=np.float32)).to(self.device)
-            ref = self.ref.unsqueeze(0).expand(mix.shape[0], -1)
-            est = self.model(mix, ref)
+            est = self.model(mix, None, cues=self.cues.expand(mix.shape[0]))
         return est.float().cpu().numpy()

@@ -12,34 +12,37 @@ with ``--out-dir``. ``--onnx model.onnx`` runs the same chunked pipeline on ONNX
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from hifi_tse.api import (  # noqa: F401 - the chunking defaults are re-exported for other CLIs
+    BATCH_CHUNKS,
+    CHUNK_SECONDS,
+    OVERLAP_SECONDS,
+    VAD,
+    Enrollment,
+    EnrollmentWarning,
+    Extractor,
+)
+from hifi_tse.audio.io import load_audio
 from hifi_tse.errors import UserError
 from hifi_tse.infer.separate import (
     ChunkFn,
-    ChunkPlan,
     VadSettings,
-    load_reference,
     read_csv_rows,
     separate_file,
     stderr_warn,
 )
 
-# Defaults of the CLI flags (the flags are the configuration of inference).
-CHUNK_SECONDS = 4.0  # the training segment length of the full config
-OVERLAP_SECONDS = 1.0
-BATCH_CHUNKS = 2
-VAD_FRAME_SECONDS = 0.02
-VAD_THRESHOLD_DB = 40.0
-VAD_FLOOR_DB = -70.0
-VAD_MIN_ACTIVE_SECONDS = 1.0
-VAD_MIN_ACTIVE_FRACTION = 0.3
+# The CLI flags default to the API's settings (the flags are the configuration of inference).
+VAD_FRAME_SECONDS = VAD.frame_seconds
+VAD_THRESHOLD_DB = VAD.threshold_db
+VAD_FLOOR_DB = VAD.floor_db
+VAD_MIN_ACTIVE_SECONDS = VAD.min_active_seconds
+VAD_MIN_ACTIVE_FRACTION = VAD.min_active_fraction
 OUTPUT_SUFFIX = "_target"
 
 
@@ -135,59 +138,40 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, list[Path], Path]]:
     return jobs
 
 
-@dataclass(frozen=True)
-class Backend:
-    """A loaded model: its rate, its STFT hop, an optional fixed chunk length and a
-    factory binding an enrollment ``(L_ref,)`` into a :data:`ChunkFn`."""
-
-    sample_rate: int
-    stft_hop: int
-    fixed_chunk: int | None
-    make_fn: Callable[[np.ndarray], ChunkFn]
-
-
-def load_backend(args: argparse.Namespace) -> Backend:
-    """PyTorch (``--checkpoint``) or ONNX Runtime (``--onnx``, torch never imported)."""
+def load_extractor(args: argparse.Namespace) -> Extractor:
+    """The API's extractor for ``--checkpoint`` (PyTorch) or ``--onnx`` (torch never imported)."""
+    chunking = {
+        "chunk_seconds": args.chunk_seconds,
+        "overlap_seconds": args.overlap_seconds,
+        "batch_chunks": args.batch_chunks,
+        "vad": vad_from_args(args),
+    }
     if args.onnx is not None:
-        from hifi_tse.infer.onnx_runner import OnnxModel
-
-        onnx_model = OnnxModel(args.onnx, threads=args.threads)
-        return Backend(
-            onnx_model.sample_rate,
-            onnx_model.stft.hop,
-            None if onnx_model.dynamic else onnx_model.chunk_samples,
-            onnx_model.chunk_fn,
-        )
-    import torch
-
-    from hifi_tse.infer.loading import TorchChunkFn, load_generator, resolve_device
-
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    model, cfg = load_generator(args.checkpoint, device=device, use_ema=not args.raw_weights)
-
-    def make(ref: np.ndarray) -> ChunkFn:
-        return TorchChunkFn(model, ref, device)
-
-    return Backend(cfg.audio.sample_rate, cfg.stft.hop_length, None, make)
-
-
-def plan_from_args(args: argparse.Namespace, backend: Backend) -> ChunkPlan:
-    """Chunk plan at the model rate; a fixed-shape ONNX model's chunk length wins."""
-    chunk_seconds = args.chunk_seconds
-    if backend.fixed_chunk is not None:
-        chunk_seconds = backend.fixed_chunk / backend.sample_rate
-    plan = ChunkPlan.from_seconds(
-        backend.sample_rate,
-        chunk_seconds,
-        args.overlap_seconds,
-        args.batch_chunks,
-        align=backend.stft_hop,
+        return Extractor.from_onnx(args.onnx, threads=args.threads, **chunking)
+    return Extractor.from_checkpoint(
+        args.checkpoint,
+        args.device,
+        use_ema=not args.raw_weights,
+        threads=args.threads,
+        **chunking,
     )
-    if backend.fixed_chunk is not None and plan.chunk != backend.fixed_chunk:
-        plan = dataclasses.replace(plan, chunk=backend.fixed_chunk)
-    return plan
+
+
+def enroll_files(extractor: Extractor, refs: list[Path]) -> Enrollment:
+    """Enroll from files; the API's enrollment warnings go to stderr as one line each."""
+    clips = []
+    for path in refs:
+        wav = load_audio(path, extractor.sample_rate)
+        if not np.any(wav):
+            raise UserError(f"{path}: reference is all zeros (digital silence)")
+        clips.append(wav)
+    names = ", ".join(str(p) for p in refs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EnrollmentWarning)
+        enrollment = extractor.enroll(clips, extractor.sample_rate, name=f"reference {names}")
+    for w in caught:
+        stderr_warn(f"warning: {w.message}")
+    return enrollment
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,15 +182,13 @@ def run(args: argparse.Namespace) -> int:
         for path in [mix, *refs]:
             if not path.is_file():
                 raise UserError(f"{path}: file not found")
-    backend = load_backend(args)
-    sample_rate, make_fn = backend.sample_rate, backend.make_fn
-    plan = plan_from_args(args, backend)
-    vad = vad_from_args(args)
+    extractor = load_extractor(args)
+    sample_rate, plan = extractor.sample_rate, extractor.plan
     cache: dict[tuple[Path, ...], ChunkFn] = {}
     for mix, refs, out in tqdm(jobs, desc="files", unit="file", disable=len(jobs) < 2 or None):
         key = tuple(refs)
         if key not in cache:
-            cache = {key: make_fn(load_reference(refs, sample_rate, vad, stderr_warn))}
+            cache = {key: enroll_files(extractor, refs).chunk_fn}
         try:
             frames = sf.info(str(mix)).frames
         except Exception:

@@ -15,6 +15,8 @@ silence.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -34,6 +36,21 @@ def attention_window_frames(cfg: Config) -> int:
     if seconds <= 0:
         return 0
     return max(1, round(seconds * cfg.audio.sample_rate / cfg.stft.hop_length))
+
+
+@dataclass(frozen=True)
+class ReferenceCues:
+    """What the generator takes from an enrollment, computed once and reused for every
+    mixture (:meth:`Generator.reference_cues`): band features ``(K, B, S, D)`` and, with
+    ``model.speaker_embedding``, the GE2E mel features ``(B, T_mel, 40)``."""
+
+    features: torch.Tensor
+    mels: torch.Tensor | None
+
+    def expand(self, batch: int) -> ReferenceCues:
+        """The cues of a batch-1 enrollment repeated over ``batch`` mixtures (no copy)."""
+        mels = None if self.mels is None else self.mels.expand(batch, -1, -1)
+        return ReferenceCues(self.features.expand(-1, batch, -1, -1), mels)
 
 
 class Generator(nn.Module):
@@ -95,36 +112,57 @@ class Generator(nn.Module):
         """``ref (B, L_ref)`` -> reference features ``(K, B, S, D)`` (before dropout)."""
         return self.encoder(self._stft(ref))
 
+    def reference_cues(self, ref: torch.Tensor) -> ReferenceCues:
+        """``ref (B, L_ref)`` -> the :class:`ReferenceCues` that :meth:`forward` can reuse."""
+        mels = None
+        if self.speaker_embedding is not None:
+            with torch.no_grad():
+                mels = self.speaker_embedding.mels(ref)
+        return ReferenceCues(self.encode_reference(ref), mels)
+
     def _stft(self, wav: torch.Tensor) -> torch.Tensor:
         # The STFT and the mask product stay in float32 even under bf16 autocast.
         with torch.autocast(device_type=wav.device.type, enabled=False):
             return self.stft(wav.float())
 
     def forward(
-        self, mix: torch.Tensor, ref: torch.Tensor, speaker_logits: bool = False
+        self,
+        mix: torch.Tensor,
+        ref: torch.Tensor | None,
+        speaker_logits: bool = False,
+        cues: ReferenceCues | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """``mix (B, L)``, ``ref (B, L_ref)`` float -> estimate ``(B, L)`` float32.
 
-        With ``speaker_logits`` (training, ``model.speaker_classes > 0``) returns
-        ``(estimate, logits (B, classes))``: the classifier scores the enrollment's features
-        before conditioning dropout, so a dropped reference still trains the encoder.
+        ``cues`` (from :meth:`reference_cues`, batch B) replace ``ref``: the enrollment is
+        then not encoded again. With ``speaker_logits`` (training, ``model.speaker_classes >
+        0``) returns ``(estimate, logits (B, classes))``: the classifier scores the
+        enrollment's features before conditioning dropout, so a dropped reference still
+        trains the encoder.
         """
-        if mix.dim() != 2 or ref.dim() != 2 or mix.shape[0] != ref.shape[0]:
+        if cues is None:
+            if ref is None or mix.dim() != 2 or ref.dim() != 2 or mix.shape[0] != ref.shape[0]:
+                raise ValueError(
+                    f"Generator expects mix (B, L) and ref (B, L_ref) with the same B, got "
+                    f"{tuple(mix.shape)} and {None if ref is None else tuple(ref.shape)}"
+                )
+            cues = self.reference_cues(ref)
+        elif mix.dim() != 2 or cues.features.shape[1] != mix.shape[0]:
             raise ValueError(
-                f"Generator expects mix (B, L) and ref (B, L_ref) with the same B, got "
-                f"{tuple(mix.shape)} and {tuple(ref.shape)}"
+                f"Generator expects mix (B, L) and cues of batch B, got {tuple(mix.shape)} "
+                f"and features {tuple(cues.features.shape)}"
             )
         length = mix.shape[-1]
         spec = self._stft(mix)  # (B, F, T) complex64
         x = self.encoder(spec)  # (K, B, T, D)
-        ref_features = self.encode_reference(ref)
+        ref_features = cues.features
         r = drop_reference(ref_features, self.ref_dropout_prob, self.training)
         if self.usef is not None:
             x = self.usef(x, r)
         if self.film is not None:
             x = self.film(x, r)
         if self.speaker_embedding is not None:
-            x = self.speaker_embedding(x, ref)
+            x = self.speaker_embedding.forward_mels(x, cues.mels)
         x = self.backbone(x, r)
         mask = self.decoder(x)  # (B, F, T) complex64
         if self.presence is not None:

@@ -1,0 +1,246 @@
+"""Target speaker extraction as a library: arrays in memory in, the enrolled talker out.
+
+::
+
+    from hifi_tse import Extractor
+
+    extractor = Extractor.from_checkpoint("models/demo_model.pt")   # or Extractor.from_onnx
+    alice = extractor.enroll([clip1, clip2], sample_rate=44100)      # encoded once
+    only_alice = extractor.extract(meeting, sample_rate=44100, enrollment=alice)
+
+Audio is a NumPy array or a torch tensor: ``(L,)`` mono, or 2-D multi-channel with the
+shorter axis as channels (``(L, C)`` as soundfile reads, ``(C, L)`` as torch holds it),
+downmixed to mono; float in [-1, 1] or integer PCM (scaled by its type's full scale). Any
+rate (resampled to the model's and back) and any length (chunked overlap-add, as
+``hifi-tse separate`` does); the result has the input's rate and length, ``(L,)`` float32.
+
+Every bad input raises :class:`ExtractionError` with a one-line message; an enrollment with
+under ``min_speech_seconds`` of active speech only warns (:class:`EnrollmentWarning`),
+since extraction still runs, but may follow the wrong talker.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hifi_tse.audio.io import resample
+from hifi_tse.errors import UserError
+from hifi_tse.infer.separate import ChunkFn, ChunkPlan, VadSettings, active_speech, separate_array
+
+# Defaults: the CLI's (hifi-tse separate) chunking and enrollment check.
+CHUNK_SECONDS = 4.0
+OVERLAP_SECONDS = 1.0
+BATCH_CHUNKS = 2
+VAD = VadSettings(
+    frame_seconds=0.02,
+    threshold_db=40.0,
+    floor_db=-70.0,
+    min_active_seconds=1.0,
+    min_active_fraction=0.3,
+)
+MAX_CHANNELS = 64  # a 2-D array's shorter axis above this is not a channel axis
+
+
+class ExtractionError(UserError):
+    """Bad input to the extraction API (empty, NaN, wrong shape or rate); one line."""
+
+
+class EnrollmentWarning(UserWarning):
+    """The enrollment holds little active speech: extraction may follow the wrong talker."""
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """An enrolled talker: the clips at the model rate and what the backend derived from them.
+
+    ``waveform (L_ref,)`` float32 at ``sample_rate`` (the model's), ``speech_seconds`` of
+    active speech found in it; ``chunk_fn`` runs the model with it bound (the enrollment's
+    features are computed once, when it is made).
+    """
+
+    waveform: np.ndarray
+    sample_rate: int
+    speech_seconds: float
+    chunk_fn: ChunkFn
+
+
+@dataclass(frozen=True)
+class _Backend:
+    sample_rate: int
+    stft_hop: int
+    fixed_chunk: int | None
+    make_fn: Callable[[np.ndarray], ChunkFn]
+    name: str
+
+
+def as_mono(audio: Any, what: str) -> np.ndarray:
+    """Array or tensor ``(L,)`` / ``(L, C)`` / ``(C, L)`` -> ``(L,)`` float32; one-line errors."""
+    if hasattr(audio, "detach") and hasattr(
+        audio, "cpu"
+    ):  # a torch tensor, without importing torch
+        audio = audio.detach().cpu().numpy()
+    try:
+        x = np.asarray(audio)
+    except Exception as exc:  # noqa: BLE001 - anything that is no array is bad input
+        raise ExtractionError(f"{what}: not an array ({type(audio).__name__})") from exc
+    if x.dtype.kind in "iu":
+        x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
+    elif x.dtype.kind != "f":
+        raise ExtractionError(f"{what}: expected float or integer samples, got dtype {x.dtype}")
+    if x.ndim == 2:
+        channel_axis = int(np.argmin(x.shape))
+        if x.shape[channel_axis] > MAX_CHANNELS:
+            raise ExtractionError(
+                f"{what}: expected (L,) or (L, C) audio with C <= {MAX_CHANNELS}, "
+                f"got shape {x.shape}"
+            )
+        x = x.mean(axis=channel_axis)
+    elif x.ndim != 1:
+        raise ExtractionError(f"{what}: expected (L,) or 2-D (L, C) audio, got shape {x.shape}")
+    if x.size == 0:
+        raise ExtractionError(f"{what}: empty (zero samples)")
+    if not np.isfinite(x).all():
+        raise ExtractionError(f"{what}: contains NaN or Inf samples")
+    return x.astype(np.float32, copy=False)
+
+
+def _check_rate(sample_rate: Any, what: str) -> int:
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
+        raise ExtractionError(f"{what}: sample_rate must be an integer in Hz, got {sample_rate!r}")
+    if not 1000 <= int(sample_rate) <= 768000:
+        raise ExtractionError(f"{what}: sample_rate {sample_rate} Hz is outside 1 kHz-768 kHz")
+    return int(sample_rate)
+
+
+class Extractor:
+    """A loaded model (PyTorch or ONNX Runtime) with its chunking; see the module docstring."""
+
+    def __init__(
+        self,
+        backend: _Backend,
+        chunk_seconds: float = CHUNK_SECONDS,
+        overlap_seconds: float = OVERLAP_SECONDS,
+        batch_chunks: int = BATCH_CHUNKS,
+        vad: VadSettings = VAD,
+    ) -> None:
+        self._backend = backend
+        self.vad = vad
+        if backend.fixed_chunk is not None:
+            chunk_seconds = backend.fixed_chunk / backend.sample_rate
+        plan = ChunkPlan.from_seconds(
+            backend.sample_rate, chunk_seconds, overlap_seconds, batch_chunks, backend.stft_hop
+        )
+        if backend.fixed_chunk is not None and plan.chunk != backend.fixed_chunk:
+            plan = ChunkPlan(backend.fixed_chunk, plan.overlap, plan.batch)
+        self.plan = plan
+
+    @property
+    def sample_rate(self) -> int:
+        """The model's rate, Hz (inputs at any rate are resampled to it)."""
+        return self._backend.sample_rate
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str = "cpu",
+        *,
+        use_ema: bool = True,
+        threads: int | None = None,
+        **chunking: Any,
+    ) -> Extractor:
+        """Load a hifi-tse checkpoint (EMA weights unless ``use_ema=False``) on ``device``
+        (``cpu``, ``cuda``, ``cuda:N``); ``chunking``: ``chunk_seconds``, ``overlap_seconds``,
+        ``batch_chunks``."""
+        import torch
+
+        from hifi_tse.infer.loading import TorchChunkFn, load_generator, resolve_device
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        dev = resolve_device(device)
+        model, cfg = load_generator(path, device=dev, use_ema=use_ema)
+
+        def make(ref: np.ndarray) -> ChunkFn:
+            return TorchChunkFn(model, ref, dev)
+
+        backend = _Backend(cfg.audio.sample_rate, cfg.stft.hop_length, None, make, str(path))
+        return cls(backend, **chunking)
+
+    @classmethod
+    def from_onnx(
+        cls, path: str | Path, *, threads: int | None = None, **chunking: Any
+    ) -> Extractor:
+        """Load a model exported by ``hifi-tse export`` (ONNX Runtime; torch is not needed)."""
+        from hifi_tse.infer.onnx_runner import OnnxModel
+
+        model = OnnxModel(path, threads=threads)
+        fixed = None if model.dynamic else model.chunk_samples
+        backend = _Backend(model.sample_rate, model.stft.hop, fixed, model.chunk_fn, str(path))
+        return cls(backend, **chunking)
+
+    def enroll(
+        self, clips: Any | Sequence[Any], sample_rate: int, *, name: str = "enrollment"
+    ) -> Enrollment:
+        """Enroll a talker from one clip or several (concatenated) at ``sample_rate`` Hz.
+
+        Raises ExtractionError for bad clips (empty, NaN, all zeros, wrong shape); warns
+        (:class:`EnrollmentWarning`) when they hold under ``vad.min_active_seconds`` of
+        speech or are mostly silence.
+        """
+        rate = _check_rate(sample_rate, name)
+        many = isinstance(clips, (list, tuple))
+        parts = []
+        for k, clip in enumerate(clips if many else [clips]):
+            what = f"{name} clip {k}" if many else name
+            x = as_mono(clip, what)
+            if not np.any(x):
+                raise ExtractionError(f"{what}: all zeros (digital silence)")
+            parts.append(resample(x, rate, self.sample_rate))
+        if not parts:
+            raise ExtractionError(f"{name}: no clips given")
+        ref = np.concatenate(parts)
+        seconds, fraction = active_speech(ref, self.sample_rate, self.vad)
+        if seconds < self.vad.min_active_seconds:
+            warnings.warn(
+                f"{name}: only {seconds:.2f} s of active speech (< "
+                f"{self.vad.min_active_seconds:g} s); extraction may follow the wrong talker",
+                EnrollmentWarning,
+                stacklevel=2,
+            )
+        elif fraction < self.vad.min_active_fraction:
+            warnings.warn(
+                f"{name}: mostly silence ({100 * fraction:.0f} % active frames); extraction "
+                "may follow the wrong talker",
+                EnrollmentWarning,
+                stacklevel=2,
+            )
+        return Enrollment(ref, self.sample_rate, seconds, self._backend.make_fn(ref))
+
+    def extract(
+        self, mixture: Any, sample_rate: int, enrollment: Enrollment, *, name: str = "mixture"
+    ) -> np.ndarray:
+        """The enrolled talker in ``mixture``: ``(L,)`` float32 at ``sample_rate``, the input's
+        length (multi-channel input is downmixed first)."""
+        rate = _check_rate(sample_rate, name)
+        if not isinstance(enrollment, Enrollment):
+            got = type(enrollment).__name__
+            raise ExtractionError(f"enrollment: expected the result of Extractor.enroll, got {got}")
+        if enrollment.sample_rate != self.sample_rate:
+            raise ExtractionError(
+                f"enrollment: made for a {enrollment.sample_rate} Hz model, this one runs at "
+                f"{self.sample_rate} Hz (enroll again with this extractor)"
+            )
+        x = as_mono(mixture, name)
+        model_rate = resample(x, rate, self.sample_rate)
+        est = separate_array(model_rate, enrollment.chunk_fn, self.plan)
+        out = resample(est, self.sample_rate, rate)
+        if out.size < x.size:
+            out = np.pad(out, (0, x.size - out.size))
+        return np.ascontiguousarray(out[: x.size], dtype=np.float32)
