@@ -1,7 +1,7 @@
 """Data pipeline throughput on ONE core: prepare, pack reads and dynamic mixing at 48 kHz.
 
-Builds a small synthetic corpus (harmonic "voices", noise, simulated RIRs) in a temporary
-folder with ``prepare_corpus``, then measures
+Builds a small synthetic corpus (harmonic "voices" with a faint noise floor, noise,
+simulated RIRs) in a temporary folder with ``prepare_corpus``, then measures
 
 * mixtures per second through ``MixtureDataset[i]`` with the full recipe (4 s segments, 4 s
   enrollment, RIR on every talker, noise, speed perturbation, 1-3 interferers, TA share,
@@ -10,9 +10,20 @@ folder with ``prepare_corpus``, then measures
 * voice variants (pitch/formant shift, ``prepare --voice-variants``) at 16 kHz: seconds of
   compute per second of speech, what precomputing costs per hour of speech, and the mixing
   rate they would allow if done on the fly (each demo mixture transforms its target, its
-  enrollment and on average 1.5 interferers, 2 s each).
+  enrollment and on average 1.5 interferers, 2 s each);
+* per pack storage (``prepare --storage``: float32, int16, flac): GB per hour of packed audio
+  at 16 kHz and at 48 kHz (bytes of the pack files on disk over the hours of audio they
+  hold: speech, noise and RIRs), prepare files/s, random 4 s crop reads/s and mixtures/s
+  through the full 48 kHz recipe. The synthetic speech is 24-bit at 48 kHz, so FLAC packs
+  hold 24-bit streams at both rates (16-bit sources at the pack rate would pack as 16-bit
+  FLAC instead); FLAC sizes depend on the content, so check them on a real corpus.
 
-Usage: ``python benchmarks/bench_data.py [--mixtures 200] [--json out.json]``.
+The figures at the top level (prepare, reads, mixing) are those of the float32 packs (or of
+the first storage given when float32 is not among them).
+
+Usage: ``python benchmarks/bench_data.py [--storage float32,int16,flac] [--mixtures 200]
+[--json out.json]`` (a few minutes on one core); ``--quick`` is a few-second smoke run of
+the script (tiny corpus, a handful of reads and mixtures: its figures mean nothing).
 Threads are limited to 1 (and the process pinned to one core where possible) so the figure
 is per DataLoader worker.
 """
@@ -27,6 +38,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -38,9 +50,15 @@ import torch  # noqa: E402
 from hifi_tse.config import Config, config_from_dict  # noqa: E402
 from hifi_tse.data.datasets import MixtureDataset  # noqa: E402
 from hifi_tse.data.prepare import prepare_corpus  # noqa: E402
-from hifi_tse.data.store import PackReader, load_manifest  # noqa: E402
+from hifi_tse.data.store import SPLITS, STORAGES, PackReader, load_manifest  # noqa: E402
 
 SR = 48000
+SIZE_RATES = (16000, 48000)  # pack rates whose size per hour is reported, Hz
+SECONDS_PER_HOUR = 3600.0
+BYTES_PER_GB = 1e9
+# A recording's noise floor (~ -70 dBFS RMS): pure synthetic tones would FLAC-compress far
+# better than any microphone signal does.
+SPEECH_NOISE_FLOOR = 3e-4
 
 
 def synth_corpus(root: Path, speakers: int, utts: int, seconds: float, noises: int) -> None:
@@ -52,6 +70,7 @@ def synth_corpus(root: Path, speakers: int, utts: int, seconds: float, noises: i
         for u in range(utts):
             x = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6)) / k for k in range(1, 8))
             x *= 0.15 * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t)) ** 2
+            x += SPEECH_NOISE_FLOOR * rng.standard_normal(len(t))
             path = root / "speech" / f"p{300 + s}" / f"p{300 + s}_{u:03d}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(str(path), x, SR, subtype="PCM_24")
@@ -141,17 +160,103 @@ def bench_variants(n: int) -> dict[str, float]:
     }
 
 
+def pack_size(packs: Path, sample_rate: int) -> dict[str, float]:
+    """Bytes of the pack files on disk and the hours of audio (all kinds) they hold."""
+    nbytes = sum(p.stat().st_size for p in (packs / "packs").rglob("*.h5"))
+    samples = sum(r["num_samples"] for s in SPLITS for r in load_manifest(packs, s))
+    hours = samples / sample_rate / SECONDS_PER_HOUR
+    return {"pack_bytes": float(nbytes), "audio_hours": hours}
+
+
+def prepare(root: Path, out: Path, sample_rate: int, cfg: Config, rirs: int, storage: str) -> dict:
+    """``prepare_corpus`` of the synthetic corpus in ``root`` (one process, no held-out sets)."""
+    return prepare_corpus(
+        [(root / "speech", None)],
+        [root / "noise"],
+        [],
+        rirs,
+        out,
+        sample_rate,
+        cfg.data.min_seconds,
+        0.0,
+        0.0,
+        1,
+        0,
+        data_cfg=cfg.data,
+        progress=False,
+        storage=storage,
+    )
+
+
+def bench_storage(
+    root: Path, cfg: Config, storage: str, args: argparse.Namespace, n_files: int
+) -> dict[str, object]:
+    """One storage: pack sizes at each of SIZE_RATES, then prepare, reads and mixing at 48 kHz."""
+    out: dict[str, object] = {}
+    for rate in SIZE_RATES:
+        packs = root / f"packs_{storage}_{rate}"
+        t0 = time.perf_counter()
+        report = prepare(root, packs, rate, cfg, args.rirs, storage)
+        dt = time.perf_counter() - t0
+        size = pack_size(packs, rate)
+        out[f"gb_per_hour_{rate // 1000}k"] = (
+            size["pack_bytes"] / BYTES_PER_GB / size["audio_hours"]
+        )
+        if rate == cfg.audio.sample_rate:
+            out["prepare_files_per_s"] = n_files / dt
+            out["prepare_seconds"] = dt
+            out["corpus"] = report["splits"]["train"]
+            out.update(bench_reads(packs, cfg.audio.segment_seconds, args.crops))
+            out.update(bench_mixing(packs, cfg, args.mixtures))
+        shutil.rmtree(packs)  # only one storage's packs on disk at a time
+    return out
+
+
+def _storages(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in names if x not in STORAGES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(STORAGES)}, got {text!r}"
+        )
+    return names
+
+
+QUICK = {  # --quick: a smoke run of the script, seconds not minutes
+    "mixtures": 4,
+    "crops": 20,
+    "speakers": 3,
+    "utterances": 2,
+    "seconds": 4.5,
+    "rirs": 2,
+    "variant_clips": 2,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mixtures", type=int, default=200)
-    parser.add_argument("--crops", type=int, default=2000)
+    parser.add_argument("--mixtures", type=int, default=200, help="per storage")
+    parser.add_argument("--crops", type=int, default=2000, help="random 4 s reads per storage")
     parser.add_argument("--speakers", type=int, default=12)
     parser.add_argument("--utterances", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=8.0, help="synthetic utterance length")
     parser.add_argument("--rirs", type=int, default=24)
     parser.add_argument("--variant-clips", type=int, default=40, help="voice-variant timing")
+    parser.add_argument(
+        "--storage",
+        type=_storages,
+        default=list(STORAGES),
+        metavar="LIST",
+        help=f"pack storages to compare, comma-separated (default {','.join(STORAGES)})",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny smoke run (figures mean nothing)"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(args, k, v)
 
     torch.set_num_threads(1)
     if hasattr(os, "sched_setaffinity"):
@@ -160,39 +265,31 @@ def main() -> None:
     results: dict[str, object] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "python": platform.python_version(),
+        "quick": args.quick,
         "sample_rate": cfg.audio.sample_rate,
         "segment_seconds": cfg.audio.segment_seconds,
         "max_rir_seconds": cfg.data.max_rir_seconds,
     }
+    headline = "float32" if "float32" in args.storage else args.storage[0]
+    storages: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
         root = Path(tmp)
         synth_corpus(root, args.speakers, args.utterances, args.seconds, noises=4)
-        t0 = time.perf_counter()
-        report = prepare_corpus(
-            [(root / "speech", None)],
-            [root / "noise"],
-            [],
-            args.rirs,
-            root / "packs",
-            cfg.audio.sample_rate,
-            cfg.data.min_seconds,
-            0.0,
-            0.0,
-            1,
-            0,
-            data_cfg=cfg.data,
-            progress=False,
-        )
-        dt = time.perf_counter() - t0
         n_files = args.speakers * args.utterances + 4 + args.rirs
-        results["prepare_files_per_s"] = n_files / dt
-        results["prepare_seconds"] = dt
-        results["corpus"] = report["splits"]["train"]
-        results.update(bench_reads(root / "packs", cfg.audio.segment_seconds, args.crops))
-        results.update(bench_mixing(root / "packs", cfg, args.mixtures))
+        for storage in args.storage:
+            storages[storage] = bench_storage(root, cfg, storage, args, n_files)
+    results["storage"] = headline
+    results.update({k: v for k, v in storages[headline].items() if not k.startswith("gb_")})
     results.update(bench_variants(args.variant_clips))
     for k, v in results.items():
         print(f"{k:22s} {v:.2f}" if isinstance(v, float) else f"{k:22s} {v}")
+    columns = ("gb_per_hour_16k", "gb_per_hour_48k", "prepare_files_per_s", "crops_per_s")
+    columns += ("mixtures_per_s", "mixtures_per_cpu_s")
+    print("\nper storage (48 kHz full recipe for prepare, crops and mixtures; 1 core)")
+    print(f"{'storage':8s} " + " ".join(f"{c:>19s}" for c in columns))
+    for storage, figures in storages.items():
+        print(f"{storage:8s} " + " ".join(f"{figures[c]:19.3f}" for c in columns))
+    results["storages"] = storages
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

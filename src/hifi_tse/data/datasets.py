@@ -37,7 +37,7 @@ from torch.utils.data import Dataset, Sampler
 from hifi_tse.config import Config
 from hifi_tse.data.example import Example
 from hifi_tse.data.mixer import MIXER_FORMAT_VERSION, Sources, mix_example
-from hifi_tse.data.store import manifest_path
+from hifi_tse.data.store import LEGACY_STORAGE, manifest_path
 from hifi_tse.schedules import PHASE_TP, phase_at
 from hifi_tse.utils import atomic_path
 
@@ -220,6 +220,11 @@ class FixedExampleSet(Dataset):
             "data": data,
             "manifest": hashlib.sha1(man.read_bytes()).hexdigest() if man.is_file() else None,
         }
+        # Re-packing in another storage keeps the manifest but changes the samples (int16 /
+        # 24-bit quantisation); float32 adds nothing, so caches made before storages stay.
+        storage = _pack_storage(self.packs_dir)
+        if storage != LEGACY_STORAGE:
+            blob["storage"] = storage
         return hashlib.sha1(json.dumps(blob, sort_keys=True).encode()).hexdigest()
 
     def _expected_attrs(self) -> dict[str, Any]:
@@ -301,3 +306,12 @@ def _attr(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _pack_storage(packs_dir: Path) -> str:
+    """The storage ``prepare_report.json`` names (reports from before storages: float32)."""
+    path = Path(packs_dir) / "prepare_report.json"
+    try:
+        return str(json.loads(path.read_text()).get("storage", LEGACY_STORAGE))
+    except (OSError, ValueError):
+        return LEGACY_STORAGE

@@ -15,10 +15,13 @@ Stages (all deterministic for a given input and seed):
    of each training speaker (``data.variant_utterances`` utterances each), new training
    speakers rendered while packing (:mod:`hifi_tse.data.voice_variants`).
 4. pack: per (kind, source, split), shards of ``DataConfig.pack_files`` files are decoded,
-   downmixed, resampled (soxr) and written as float32 HDF5 datasets. Each shard is written
-   under a temporary name and renamed when complete; its ``meta`` records a hash of its plan,
-   so a re-run reuses every finished shard whose plan is unchanged, discards temporary files
-   of a crashed run and redoes only the missing shards. Decoding uses a process pool.
+   downmixed, resampled (soxr) and written as HDF5 datasets in the chosen ``storage``
+   (``float32``, ``int16`` with a per-file scale, or ``flac``; the layouts are in
+   :mod:`hifi_tse.data.store`, recorded in each pack and in the report). Each shard is
+   written under a temporary name and renamed when complete; its ``meta`` records a hash of
+   its plan (files, rate, storage, ...), so a re-run reuses every finished shard whose plan
+   is unchanged, discards temporary files of a crashed run and redoes only the missing
+   shards (all of them for another storage). Decoding uses a process pool.
 5. manifests (``manifest_{split}.jsonl``) and ``prepare_report.json``, written atomically.
 
 One bad file never stops the run: it is skipped and listed with its reason.
@@ -45,7 +48,15 @@ from hifi_tse.audio.io import resample, to_mono
 from hifi_tse.config import DataConfig
 from hifi_tse.data.layouts import AudioFile, SpeechSource, scan_pattern, scan_plain, scan_speech
 from hifi_tse.data.rir import normalise_rir, simulate_rir
-from hifi_tse.data.store import SPLITS, PackWriter, read_pack_meta, write_manifest
+from hifi_tse.data.store import (
+    DEFAULT_STORAGE,
+    LEGACY_STORAGE,
+    SPLITS,
+    PackWriter,
+    check_storage,
+    read_pack_meta,
+    write_manifest,
+)
 from hifi_tse.data.voice_variants import (
     VoiceVariant,
     apply_variant,
@@ -188,6 +199,7 @@ def prepare_corpus(
     *,
     data_cfg: DataConfig | None = None,
     progress: bool = True,
+    storage: str = DEFAULT_STORAGE,
 ) -> dict[str, Any]:
     """Prepare a packs dir from audio folders; returns the report (also written to disk).
 
@@ -205,10 +217,14 @@ def prepare_corpus(
         seed: seed of the RIR simulation.
         data_cfg: pack size and simulation ranges (``DataConfig`` defaults when None).
         progress: show a tqdm bar (files/s) on stderr.
+        storage: how packs hold the audio: ``float32``, ``int16`` (per-file scale; exact for
+            16-bit sources at ``sample_rate``) or ``flac`` (16-bit for such sources, else
+            24-bit; per-file scale), see :mod:`hifi_tse.data.store`.
     """
     t0 = time.perf_counter()
     data_cfg = data_cfg or DataConfig()
     out = Path(out)
+    check_storage(storage)
     if val_ratio < 0 or test_ratio < 0 or val_ratio + test_ratio >= 1:
         raise UserError(
             f"--val-ratio/--test-ratio: expected non-negative shares summing below 1, "
@@ -273,9 +289,19 @@ def prepare_corpus(
         _check_named_speakers(tasks, speech_sources)
         _assign_splits(tasks, val_ratio, test_ratio, speech_sources)
         tasks += _variant_tasks(tasks, speech_sources, seed, data_cfg)
-        packs = _plan_packs(tasks, sample_rate, seed, data_cfg)
+        packs = _plan_packs(tasks, sample_rate, seed, data_cfg, storage)
         rows, written, reused = _run_packs(
-            packs, out, imap, sample_rate, seed, data_cfg, min_seconds, errors, short, progress
+            packs,
+            out,
+            imap,
+            sample_rate,
+            seed,
+            data_cfg,
+            min_seconds,
+            errors,
+            short,
+            progress,
+            storage,
         )
     except BaseException:
         if pool is not None:
@@ -297,6 +323,7 @@ def prepare_corpus(
     report = {
         "format": "hifi-tse-prepare-report",
         "sample_rate": sample_rate,
+        "storage": storage,
         "min_seconds": min_seconds,
         "val_ratio": val_ratio,
         "test_ratio": test_ratio,
@@ -483,7 +510,7 @@ def _variant_tasks(
 
 
 def _plan_packs(
-    tasks: list[_Task], sample_rate: int, seed: int, data_cfg: DataConfig
+    tasks: list[_Task], sample_rate: int, seed: int, data_cfg: DataConfig, storage: str
 ) -> list[_Pack]:
     groups: dict[tuple[str, str, str], list[_Task]] = defaultdict(list)
     for t in tasks:
@@ -502,6 +529,10 @@ def _plan_packs(
                     for t in chunk
                 ],
             }
+            if storage != LEGACY_STORAGE:
+                # Only other storages add the key: float32 plans keep the digest they had
+                # before storages existed, so those packs are still reused.
+                plan["storage"] = storage
             if source == SIMULATED_SOURCE:
                 sim_keys = {k: v for k, v in dataclasses.asdict(data_cfg).items() if "sim" in k}
                 plan.update(seed=seed, sim=sim_keys, max_rir_seconds=data_cfg.max_rir_seconds)
@@ -523,6 +554,7 @@ def _run_packs(
     errors: list[dict[str, str]],
     short: dict[str, int],
     progress: bool,
+    storage: str,
 ) -> tuple[list[dict[str, Any]], int, int]:
     rows: list[dict[str, Any]] = []
     todo: list[_Pack] = []
@@ -552,7 +584,10 @@ def _run_packs(
             p_short: dict[str, int] = defaultdict(int)
             args = [(t, sample_rate, seed, data_cfg) for t in pack.tasks]
             # Written file by file into a temporary pack, renamed only once complete.
-            with atomic_path(out / pack.rel) as tmp, PackWriter(tmp) as writer:
+            with (
+                atomic_path(out / pack.rel) as tmp,
+                PackWriter(tmp, storage, sample_rate) as writer,
+            ):
                 for t, (wav, extra, err) in zip(pack.tasks, imap(_load, args)):
                     bar.update(1)
                     if err is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from hifi_tse.config import load_config
 from hifi_tse.data.layouts import LAYOUTS, parse_source
 from hifi_tse.data.prepare import prepare_corpus
+from hifi_tse.data.store import DEFAULT_STORAGE, STORAGES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +65,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=os.cpu_count() or 1, help="decoding processes"
     )
     parser.add_argument("--seed", type=int, default=None, help="RIR simulation seed (data.seed)")
+    parser.add_argument(
+        "--storage",
+        choices=STORAGES,
+        default=DEFAULT_STORAGE,
+        help="how packs hold the audio: float32; int16 with a per-file scale (exact for "
+        "16-bit sources at the pack rate, no clipping above full scale); flac (lossless "
+        "16-bit for such sources, else 24-bit, per-file scale). Another storage than an "
+        "existing packs folder's rewrites its packs",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -105,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         seed=int(_pick(args.seed, cfg.data.seed)),
         data_cfg=cfg.data,
         progress=not args.quiet,
+        storage=args.storage,
     )
     for split, c in report["splits"].items():
         print(
@@ -114,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"skipped: {report['skipped_short']} short, {len(report['errors'])} unreadable, "
         f"{len(report['unmatched'])} not matching a pattern; "
-        f"packs: {report['packs_written']} written, {report['packs_reused']} reused; "
+        f"packs ({report['storage']}): {report['packs_written']} written, "
+        f"{report['packs_reused']} reused; "
         f"report: {Path(args.out) / 'prepare_report.json'}"
     )
     return 0
