@@ -761,6 +761,35 @@ def build_demo_corpus(
         data_cfg=data_cfg,
         progress=progress,
     )
+    return _summary(
+        out,
+        seed,
+        sample_rate,
+        num_voices,
+        simulate_rirs,
+        speech,
+        noise,
+        report,
+        real,
+        t_synth,
+        time.perf_counter() - t0,
+    )
+
+
+def _summary(
+    out: Path,
+    seed: int,
+    sample_rate: int,
+    num_voices: int,
+    simulate_rirs: int,
+    speech: dict[str, Any],
+    noise: dict[str, Any],
+    report: dict[str, Any],
+    real: Any,
+    t_synth: float,
+    seconds: float,
+) -> dict[str, Any]:
+    """What build_demo_corpus returns (see there)."""
     all_durations = [d for durs in speech["durations"].values() for d in durs]
     return {
         "out": str(out),
@@ -777,10 +806,10 @@ def build_demo_corpus(
         "noise_reused": noise["reused"],
         "rirs": simulate_rirs,
         "splits": report["splits"],
-        "real_voices": _real_summary(report) if real_voices else None,
+        "real_voices": _real_summary(report) if real is not None else None,
         "real_missing": real.missing if real is not None else "",
         "synthesis_seconds": round(t_synth, 2),
-        "seconds": round(time.perf_counter() - t0, 2),
+        "seconds": round(seconds, 2),
         "report": report,
     }
 

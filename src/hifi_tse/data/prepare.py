@@ -241,42 +241,8 @@ def prepare_corpus(
             f"got {lo} and {hi}"
         )
 
-    used: set[str] = set()
-    sources: list[dict[str, Any]] = []
-    tasks: list[_Task] = []
-    unmatched: list[str] = []
-    speech_sources: dict[str, SpeechSource] = {}
-    for entry in speech:
-        src = entry if isinstance(entry, SpeechSource) else SpeechSource(Path(entry[0]), entry[1])
-        if src.layout == "pattern":
-            files, skipped = scan_pattern(Path(src.root), src.pattern or "")
-            unmatched += [str(p) for p in skipped]
-            layout_used = f"pattern={src.pattern}"
-        else:
-            layout_used, files = scan_speech(Path(src.root), src.layout)
-        name = _unique(src.name or Path(src.root).name or "speech", used)
-        speech_sources[name] = src
-        sources.append(
-            {
-                "kind": "speech",
-                "name": name,
-                "root": str(src.root),
-                "layout": layout_used,
-                "voices": src.voices,
-                "voice_variants": src.voice_variants,
-            }
-        )
-        tasks += [_task("speech", name, f) for f in files]
-    for kind, roots in (("noise", noise), ("rir", rir)):
-        for root in roots:
-            files = scan_plain(Path(root))
-            name = _unique(Path(root).name or kind, used)
-            sources.append({"kind": kind, "name": name, "root": str(root), "layout": None})
-            tasks += [_task(kind, name, f) for f in files]
-    for i in range(simulate_rirs):
-        tasks.append(_Task("rir", SIMULATED_SOURCE, None, f"sim_{i:05d}", "simulated", sim_index=i))
-    if simulate_rirs > 0:
-        sources.append({"kind": "rir", "name": SIMULATED_SOURCE, "root": None, "layout": None})
+    scan = _scan_sources(speech, noise, rir, simulate_rirs)
+    tasks, speech_sources = scan.tasks, scan.speech
 
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     pool = ctx.Pool(workers) if workers > 1 else None
@@ -328,12 +294,12 @@ def prepare_corpus(
         "val_ratio": val_ratio,
         "test_ratio": test_ratio,
         "seed": seed,
-        "sources": sources,
+        "sources": scan.sources,
         "splits": {s: _split_counts(r) for s, r in by_split.items()},
         "skipped_short": int(sum(short.values())),
         "skipped_short_by_source": dict(sorted(short.items())),
         "errors": sorted(errors, key=lambda e: e["path"]),
-        "unmatched": sorted(unmatched),
+        "unmatched": sorted(scan.unmatched),
         "excluded_speakers": excluded,
         "packs_written": written,
         "packs_reused": reused,
@@ -344,6 +310,63 @@ def prepare_corpus(
 
 
 # --------------------------------------------------------------------------- stages
+
+
+@dataclass
+class _Scan:
+    """Stage 1's result: the sources for the report, the tasks, unmatched pattern files."""
+
+    sources: list[dict[str, Any]]
+    tasks: list[_Task]
+    unmatched: list[str]
+    speech: dict[str, SpeechSource]  # by source name
+
+
+def _scan_sources(
+    speech: list[SpeechSource | tuple[Path, str | None]],
+    noise: list[Path],
+    rir: list[Path],
+    simulate_rirs: int,
+) -> _Scan:
+    """List every input file (and simulated RIR) as a task, with unique source names."""
+    used: set[str] = set()
+    sources: list[dict[str, Any]] = []
+    tasks: list[_Task] = []
+    unmatched: list[str] = []
+    speech_sources: dict[str, SpeechSource] = {}
+    for entry in speech:
+        src = entry if isinstance(entry, SpeechSource) else SpeechSource(Path(entry[0]), entry[1])
+        if src.layout == "pattern":
+            files, skipped = scan_pattern(Path(src.root), src.pattern or "")
+            unmatched += [str(p) for p in skipped]
+            layout_used = f"pattern={src.pattern}"
+        else:
+            layout_used, files = scan_speech(Path(src.root), src.layout)
+        name = _unique(src.name or Path(src.root).name or "speech", used)
+        speech_sources[name] = src
+        sources.append(
+            {
+                "kind": "speech",
+                "name": name,
+                "root": str(src.root),
+                "layout": layout_used,
+                "voices": src.voices,
+                "voice_variants": src.voice_variants,
+            }
+        )
+        tasks += [_task("speech", name, f) for f in files]
+    for kind, roots in (("noise", noise), ("rir", rir)):
+        for root in roots:
+            files = scan_plain(Path(root))
+            name = _unique(Path(root).name or kind, used)
+            sources.append({"kind": kind, "name": name, "root": str(root), "layout": None})
+            tasks += [_task(kind, name, f) for f in files]
+    for i in range(simulate_rirs):
+        tasks.append(_Task("rir", SIMULATED_SOURCE, None, f"sim_{i:05d}", "simulated", sim_index=i))
+    if simulate_rirs > 0:
+        sources.append({"kind": "rir", "name": SIMULATED_SOURCE, "root": None, "layout": None})
+
+    return _Scan(sources, tasks, unmatched, speech_sources)
 
 
 def _task(kind: str, source: str, f: AudioFile) -> _Task:

@@ -408,6 +408,28 @@ def mixing_config(cfg: Config, overrides: Sequence[str]) -> Config:
         raise UserError(f"--mix-set: {exc}") from None
 
 
+def _evaluate_no_target(
+    checkpoint: Path, out_dir: Path | None, opts: EvalOptions, list_path: Path | None, ema: bool
+) -> dict[str, Any]:
+    """``evaluate --list --no-target``: mixture + enrollment rows, speaker similarity only."""
+    if list_path is None:
+        raise UserError("--no-target: applies to --list (mix, ref rows), not to --data")
+    if out_dir is None:
+        raise UserError("--no-target: an output folder is needed")
+    from hifi_tse.eval.unlabelled import evaluate_unlabelled, load_unlabelled_items
+
+    model, cfg = load_generator(checkpoint, device=opts.device, use_ema=ema)
+    items = load_unlabelled_items(Path(list_path), cfg.audio.sample_rate)
+    return evaluate_unlabelled(
+        model,
+        cfg,
+        items,
+        lambda m, mix, ref: _forward(m, [mix], [ref], opts)[0],
+        Path(out_dir),
+        opts.device,
+    )
+
+
 def evaluate_checkpoint(
     checkpoint: Path,
     out_dir: Path | None,
@@ -438,22 +460,7 @@ def evaluate_checkpoint(
     ``mix, ref`` only and is scored by speaker similarity (:mod:`hifi_tse.eval.unlabelled`).
     """
     if no_target:
-        if list_path is None:
-            raise UserError("--no-target: applies to --list (mix, ref rows), not to --data")
-        if out_dir is None:
-            raise UserError("--no-target: an output folder is needed")
-        from hifi_tse.eval.unlabelled import evaluate_unlabelled, load_unlabelled_items
-
-        model, cfg = load_generator(checkpoint, device=opts.device, use_ema=use_ema)
-        items = load_unlabelled_items(Path(list_path), cfg.audio.sample_rate)
-        return evaluate_unlabelled(
-            model,
-            cfg,
-            items,
-            lambda m, mix, ref: _forward(m, [mix], [ref], opts)[0],
-            Path(out_dir),
-            opts.device,
-        )
+        return _evaluate_no_target(checkpoint, out_dir, opts, list_path, use_ema)
     if (data is None) == (list_path is None):
         raise UserError("evaluate: give exactly one of --data (packs dir) and --list (CSV)")
     if mix_overrides and data is None:
