@@ -96,6 +96,11 @@ class ModelConfig:
         doc="one-sided span of GridNet self-attention across time, s (0 = whole input); "
         "finite: chunked extraction of long files matches one pass away from the seams",
     )
+    causal: bool = _f(
+        False,
+        doc="causal backbone: forward-only time LSTMs, self-attention over past frames; "
+        "no look-ahead beyond the STFT window (for streaming)",
+    )
     use_usef: bool = _f(True, doc="USEF cross-attention from mixture to reference")
     use_film: bool = _f(True, doc="FiLM from the time-pooled reference")
     film_pooling: Literal["mean", "mean_std"] = _f(

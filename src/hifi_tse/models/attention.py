@@ -30,18 +30,28 @@ def band_mask(length: int, window: int, device: torch.device) -> torch.Tensor:
     return (pos[:, None] - pos[None, :]).abs() <= window
 
 
+def causal_mask(length: int, window: int, device: torch.device) -> torch.Tensor:
+    """``(T, T)`` bool, True where the key is not after the query (and, with ``window`` > 0,
+    at most ``window`` frames before it)."""
+    pos = torch.arange(length, device=device)
+    lag = pos[:, None] - pos[None, :]
+    return (lag >= 0) & (lag <= window) if window > 0 else lag >= 0
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention ``(N, T, D) -> (N, T, D)`` (no residual, no norm).
 
     ``window``: each frame attends to frames at most this many frames away (0 = all). A
     bounded span bounds the time context, so results on a long input can be reproduced
-    chunk by chunk. The boolean mask keeps the fused CPU / CUDA kernels (no ``T x T`` floats).
+    chunk by chunk. ``causal``: only to itself and earlier frames. The boolean mask keeps the
+    fused CPU / CUDA kernels (no ``T x T`` floats).
     """
 
-    def __init__(self, dim: int, heads: int, window: int = 0) -> None:
+    def __init__(self, dim: int, heads: int, window: int = 0, causal: bool = False) -> None:
         super().__init__()
         self.heads = heads
         self.window = int(window)
+        self.causal = causal
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
@@ -49,7 +59,10 @@ class SelfAttention(nn.Module):
         n, t, d = x.shape
         # (N, T, 3, H, d) -> three (N, H, T, d) views, no copies.
         qkv = self.qkv(x).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        mask = band_mask(t, self.window, x.device) if self.window > 0 else None
+        if self.causal:
+            mask = causal_mask(t, self.window, x.device)
+        else:
+            mask = band_mask(t, self.window, x.device) if self.window > 0 else None
         y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
         return self.out(_merge_heads(y))
 

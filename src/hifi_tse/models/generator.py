@@ -87,6 +87,7 @@ class Generator(nn.Module):
             m.norm_eps,
             m.grad_checkpoint,
             attention_window_frames(cfg),
+            m.causal,
         )
         self.decoder = BandMergeDecoder(
             self.layout, num_bins, m.feature_dim, m.decoder_hidden, m.norm_eps, m.mask_limit

@@ -4,6 +4,8 @@ Each block runs, with pre-norm residuals:
   1. intra-frame BiLSTM across the K bands of every frame  (sequence K, batch B*T),
   2. sub-band BiLSTM across time for every band             (sequence T, batch K*B),
   3. multi-head self-attention across time for every band    (sequence T, batch K*B).
+A causal backbone (``model.causal``) runs (2) forward in time only and masks (3) to past
+frames, so no frame's output depends on a later frame.
 The band-first layout makes both LSTM inputs free views: ``(K, B*T, D)`` is the
 sequence-first input of (1), ``(K*B, T, D)`` the batch-first input of (2) and (3).
 """
@@ -19,13 +21,16 @@ from hifi_tse.models.conditioning import ReferenceAttention
 
 
 class _BiLSTMResidual(nn.Module):
-    """``x + Linear(BiLSTM(LN(x)))`` on a ``(S, N, D)`` or ``(N, S, D)`` sequence."""
+    """``x + Linear(BiLSTM(LN(x)))`` on a ``(S, N, D)`` or ``(N, S, D)`` sequence
+    (``bidirectional=False``: a forward-only LSTM, for the causal time axis)."""
 
-    def __init__(self, dim: int, hidden: int, eps: float, batch_first: bool) -> None:
+    def __init__(
+        self, dim: int, hidden: int, eps: float, batch_first: bool, bidirectional: bool = True
+    ) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=eps)
-        self.lstm = nn.LSTM(dim, hidden, batch_first=batch_first, bidirectional=True)
-        self.proj = nn.Linear(2 * hidden, dim)
+        self.lstm = nn.LSTM(dim, hidden, batch_first=batch_first, bidirectional=bidirectional)
+        self.proj = nn.Linear((2 if bidirectional else 1) * hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.lstm(self.norm(x))
@@ -36,13 +41,21 @@ class GridNetBlock(nn.Module):
     """One GridNet block ``(K, B, T, D) -> (K, B, T, D)``."""
 
     def __init__(
-        self, dim: int, lstm_hidden: int, heads: int, eps: float, attention_window: int = 0
+        self,
+        dim: int,
+        lstm_hidden: int,
+        heads: int,
+        eps: float,
+        attention_window: int = 0,
+        causal: bool = False,
     ) -> None:
         super().__init__()
         self.intra = _BiLSTMResidual(dim, lstm_hidden, eps, batch_first=False)
-        self.inter = _BiLSTMResidual(dim, lstm_hidden, eps, batch_first=True)
+        self.inter = _BiLSTMResidual(
+            dim, lstm_hidden, eps, batch_first=True, bidirectional=not causal
+        )
         self.attn_norm = nn.LayerNorm(dim, eps=eps)
-        self.attn = SelfAttention(dim, heads, attention_window)
+        self.attn = SelfAttention(dim, heads, attention_window, causal)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, b, t, d = x.shape
@@ -63,10 +76,11 @@ class _Stage(nn.Module):
         eps: float,
         reinject: bool,
         attention_window: int = 0,
+        causal: bool = False,
     ):
         super().__init__()
         self.reinject = ReferenceAttention(dim, heads, eps) if reinject else None
-        self.block = GridNetBlock(dim, lstm_hidden, heads, eps, attention_window)
+        self.block = GridNetBlock(dim, lstm_hidden, heads, eps, attention_window, causal)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         return self.second_half(self.first_half(x, ref))
@@ -101,6 +115,7 @@ class GridNet(nn.Module):
         grad_checkpoint: recompute activations in backward (training only) to save memory;
             each block is two checkpoint segments (one BiLSTM each).
         attention_window: one-sided self-attention span in frames (0 = whole input).
+        causal: forward-only time LSTMs and self-attention over past frames only.
     """
 
     def __init__(
@@ -113,11 +128,12 @@ class GridNet(nn.Module):
         eps: float,
         grad_checkpoint: bool,
         attention_window: int = 0,
+        causal: bool = False,
     ) -> None:
         super().__init__()
         reinject = set(reinject_blocks)
         self.stages = nn.ModuleList(
-            _Stage(dim, lstm_hidden, heads, eps, i in reinject, attention_window)
+            _Stage(dim, lstm_hidden, heads, eps, i in reinject, attention_window, causal)
             for i in range(num_blocks)
         )
         self.grad_checkpoint = grad_checkpoint
