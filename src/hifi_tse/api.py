@@ -77,6 +77,8 @@ class _Backend:
     fixed_chunk: int | None
     make_fn: Callable[[np.ndarray], ChunkFn]
     name: str
+    model: Any = None  # the PyTorch generator (None for ONNX Runtime)
+    device: Any = None
 
 
 def as_mono(audio: Any, what: str) -> np.ndarray:
@@ -145,6 +147,21 @@ class Extractor:
         """The model's rate, Hz (inputs at any rate are resampled to it)."""
         return self._backend.sample_rate
 
+    @property
+    def source(self) -> str:
+        """The checkpoint or ONNX file this extractor runs."""
+        return self._backend.name
+
+    @property
+    def model(self) -> Any:
+        """The PyTorch generator (None when running an ONNX export)."""
+        return self._backend.model
+
+    @property
+    def device(self) -> Any:
+        """The torch device of :attr:`model` (None for ONNX Runtime)."""
+        return self._backend.device
+
     @classmethod
     def from_checkpoint(
         cls,
@@ -170,7 +187,9 @@ class Extractor:
         def make(ref: np.ndarray) -> ChunkFn:
             return TorchChunkFn(model, ref, dev)
 
-        backend = _Backend(cfg.audio.sample_rate, cfg.stft.hop_length, None, make, str(path))
+        backend = _Backend(
+            cfg.audio.sample_rate, cfg.stft.hop_length, None, make, str(path), model, dev
+        )
         return cls(backend, **chunking)
 
     @classmethod

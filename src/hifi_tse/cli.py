@@ -22,6 +22,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("train", "hifi_tse.train.cli", "train a generator (single process or torchrun)"),
     ("evaluate", "hifi_tse.eval.cli", "score a checkpoint and write a report"),
     ("separate", "hifi_tse.infer.separate_cli", "extract the target talker from recordings"),
+    ("stream", "hifi_tse.infer.stream_cli", "real-time extraction of raw PCM, stdin to stdout"),
     ("export", "hifi_tse.infer.export_cli", "export a checkpoint to ONNX"),
     ("audit-loss", "hifi_tse.losses.audit_cli", "check that no loss term rewards silence"),
     ("demo", "hifi_tse.demo", "build the demo corpus, train, evaluate, extract, report"),

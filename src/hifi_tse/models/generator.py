@@ -155,26 +155,39 @@ class Generator(nn.Module):
             )
         length = mix.shape[-1]
         spec = self._stft(mix)  # (B, F, T) complex64
-        x = self.encoder(spec)  # (K, B, T, D)
-        ref_features = cues.features
-        r = drop_reference(ref_features, self.ref_dropout_prob, self.training)
-        if self.usef is not None:
-            x = self.usef(x, r)
-        if self.film is not None:
-            x = self.film(x, r)
-        if self.speaker_embedding is not None:
-            x = self.speaker_embedding.forward_mels(x, cues.mels)
+        r = drop_reference(cues.features, self.ref_dropout_prob, self.training)
+        x = self.conditioned_features(spec, r, cues.mels)
         x = self.backbone(x, r)
-        mask = self.decoder(x)  # (B, F, T) complex64
-        if self.presence is not None:
-            mask = mask * self.presence(x)[:, None, :]
+        mask = self.mask_from(x)
         with torch.autocast(device_type=mix.device.type, enabled=False):
             estimate = self.stft.inverse(spec * mask, length)
         if not speaker_logits:
             return estimate
         if self.speaker_classifier is None:
             raise ValueError("speaker_logits=True needs model.speaker_classes > 0")
-        return estimate, self.speaker_classifier(ref_features)
+        return estimate, self.speaker_classifier(cues.features)
+
+    # The frame-wise parts around the backbone (they see one frame at a time, so a streaming
+    # runner calls them on any run of frames).
+    def conditioned_features(
+        self, spec: torch.Tensor, ref_features: torch.Tensor, mels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``spec (B, F, T)`` complex -> band features ``(K, B, T, D)`` after USEF and FiLM."""
+        x = self.encoder(spec)
+        if self.usef is not None:
+            x = self.usef(x, ref_features)
+        if self.film is not None:
+            x = self.film(x, ref_features)
+        if self.speaker_embedding is not None:
+            x = self.speaker_embedding.forward_mels(x, mels)
+        return x
+
+    def mask_from(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone output ``(K, B, T, D)`` -> complex mask ``(B, F, T)``."""
+        mask = self.decoder(x)
+        if self.presence is not None:
+            mask = mask * self.presence(x)[:, None, :]
+        return mask
 
 
 def build_generator(cfg: Config) -> Generator:

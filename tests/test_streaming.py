@@ -1,0 +1,97 @@
+"""Streaming equals the offline causal model, block size whatever it is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from eval_fixtures import SR, tiny_config, voice
+
+import hifi_tse
+from hifi_tse.errors import UserError
+from hifi_tse.infer.loading import save_generator_checkpoint
+from hifi_tse.infer.streaming import StreamingExtractor
+from hifi_tse.models.generator import build_generator
+
+
+def causal_checkpoint(tmp_path, window_seconds: float = 0.0):
+    cfg = tiny_config()
+    cfg.model.causal = True
+    cfg.model.attention_window_seconds = window_seconds
+    torch.manual_seed(0)
+    model = build_generator(cfg).eval()
+    with torch.no_grad():  # a mask that depends on the features (not pass-through)
+        model.decoder.out_weight.normal_(std=0.1)
+    path = tmp_path / "causal.pt"
+    save_generator_checkpoint(path, model, cfg, step=1)
+    return path, model
+
+
+@pytest.mark.parametrize(("window", "blocks"), [(0.0, [160, 1, 999, 4000]), (0.1, [317])])
+def test_streamed_output_equals_the_offline_causal_output(tmp_path, window, blocks) -> None:
+    path, model = causal_checkpoint(tmp_path, window)
+    rng = np.random.default_rng(0)
+    mix = (voice(rng, 130.0, 1.3, SR) + voice(rng, 210.0, 1.3, SR)).astype(np.float32)
+    ref = voice(rng, 130.0, 1.0, SR)
+    ex = hifi_tse.Extractor.from_checkpoint(path, threads=1)
+    enrollment = ex.enroll(ref, SR)
+    with torch.inference_mode():
+        offline = model(torch.from_numpy(mix)[None], torch.from_numpy(ref)[None])[0].numpy()
+    stream = StreamingExtractor(ex, enrollment)
+    outs, pos, k = [], 0, 0
+    while pos < mix.size:
+        n = blocks[k % len(blocks)]
+        outs.append(stream.process(mix[pos : pos + n]))
+        # Output is final one FFT window after the input that made it, never later.
+        assert stream.emitted >= stream.received - stream.latency_samples - stream.hop
+        pos, k = pos + n, k + 1
+    outs.append(stream.flush())
+    got = np.concatenate(outs)
+    assert got.shape == offline.shape
+    assert np.abs(got - offline).max() <= 1e-4
+    # a new stream with the same enrollment starts afresh
+    stream.reset()
+    again = np.concatenate([stream.process(mix), stream.flush()])
+    assert np.abs(again - offline).max() <= 1e-4
+
+
+def test_streaming_refuses_an_offline_model(tmp_path) -> None:
+    cfg = tiny_config()
+    path = tmp_path / "offline.pt"
+    save_generator_checkpoint(path, build_generator(cfg), cfg, step=1)
+    ex = hifi_tse.Extractor.from_checkpoint(path, threads=1)
+    rng = np.random.default_rng(0)
+    with pytest.raises(UserError, match="not a causal model"):
+        StreamingExtractor(ex, ex.enroll(voice(rng, 130.0, 1.0, SR), SR))
+
+
+@pytest.mark.parametrize("rate", [SR, 48000])
+def test_stream_cli_pipes_pcm_through_the_causal_model(tmp_path, rate) -> None:
+    import subprocess
+    import sys
+
+    import soundfile as sf
+    import soxr
+
+    path, model = causal_checkpoint(tmp_path)
+    rng = np.random.default_rng(3)
+    mix16 = (0.5 * (voice(rng, 130.0, 1.2, SR) + voice(rng, 210.0, 1.2, SR))).astype(np.float32)
+    ref = voice(rng, 130.0, 1.2, SR)
+    sf.write(tmp_path / "ref.wav", ref, SR, subtype="FLOAT")
+    mix = mix16 if rate == SR else soxr.resample(mix16, SR, rate).astype(np.float32)
+    pcm = np.round(mix * 32768).clip(-32768, 32767).astype("<i2")
+    done = subprocess.run(
+        [sys.executable, "-m", "hifi_tse", "stream", "--checkpoint", str(path), "--ref",
+         str(tmp_path / "ref.wav"), "--rate", str(rate), "--threads", "1"],
+        input=pcm.tobytes(), capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    out = np.frombuffer(done.stdout, dtype="<i2").astype(np.float32) / 32768
+    assert abs(out.size - pcm.size) <= 2  # the input's length
+    if rate == SR:  # bit for bit the offline model's output, up to the 16-bit rounding
+        with torch.inference_mode():
+            x = torch.from_numpy(pcm.astype(np.float32) / 32768)[None]
+            offline = model(x, torch.from_numpy(ref)[None])[0].numpy()
+        assert np.abs(out - offline).max() <= 2 / 32768
+    else:
+        assert np.sqrt(np.mean(out**2)) > 1e-3  # audio came through the resamplers
