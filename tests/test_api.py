@@ -13,6 +13,7 @@ from eval_fixtures import SR, tiny_ckpt, tiny_onnx, voice  # noqa: F401
 
 import hifi_tse
 from hifi_tse.cli import main
+from hifi_tse.errors import UserError
 from hifi_tse.infer.loading import load_generator
 
 
@@ -113,3 +114,21 @@ def test_enrollment_checks(tiny_ckpt, clips):  # noqa: F811
         ex.extract(mix, 44.1, ex.enroll(ref, 24000))
     with pytest.raises(hifi_tse.ExtractionError, match="Extractor.enroll"):
         ex.extract(mix, 24000, ref)
+
+
+def test_bf16_precision_follows_fp32_or_is_refused(tiny_ckpt, clips):  # noqa: F811
+    from hifi_tse.infer.loading import cpu_has_native_bf16
+
+    mix, ref = clips
+    if not cpu_has_native_bf16():
+        with pytest.raises(UserError, match="native bf16"):
+            hifi_tse.Extractor.from_checkpoint(tiny_ckpt, precision="bf16")
+        return
+    fp32 = hifi_tse.Extractor.from_checkpoint(tiny_ckpt, threads=1)
+    bf16 = hifi_tse.Extractor.from_checkpoint(tiny_ckpt, threads=1, precision="bf16")
+    a = fp32.extract(mix, 24000, fp32.enroll(ref, 24000))
+    b = bf16.extract(mix, 24000, bf16.enroll(ref, 24000))
+    snr = 10 * np.log10(np.sum(a**2) / np.sum((a - b) ** 2))
+    assert 20 < snr < 200  # close, and really computed in another precision
+    with pytest.raises(UserError, match="--precision"):
+        hifi_tse.Extractor.from_checkpoint(tiny_ckpt, precision="fp16")

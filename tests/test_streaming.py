@@ -95,3 +95,21 @@ def test_stream_cli_pipes_pcm_through_the_causal_model(tmp_path, rate) -> None:
         assert np.abs(out - offline).max() <= 2 / 32768
     else:
         assert np.sqrt(np.mean(out**2)) > 1e-3  # audio came through the resamplers
+
+
+def test_streaming_in_bf16_follows_the_fp32_stream(tmp_path) -> None:
+    from hifi_tse.infer.loading import cpu_has_native_bf16
+
+    if not cpu_has_native_bf16():
+        pytest.skip("no native bf16 on this CPU")
+    path, _ = causal_checkpoint(tmp_path)
+    rng = np.random.default_rng(5)
+    mix = (voice(rng, 130.0, 1.0, SR) + voice(rng, 210.0, 1.0, SR)).astype(np.float32)
+    ref = voice(rng, 130.0, 1.2, SR)
+    outs = []
+    for precision in ("fp32", "bf16"):
+        ex = hifi_tse.Extractor.from_checkpoint(path, threads=1, precision=precision)
+        s = StreamingExtractor(ex, ex.enroll(ref, SR))
+        outs.append(np.concatenate([s.process(mix[:5000]), s.process(mix[5000:]), s.flush()]))
+    snr = 10 * np.log10(np.sum(outs[0] ** 2) / np.sum((outs[0] - outs[1]) ** 2))
+    assert 20 < snr < 200

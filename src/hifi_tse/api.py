@@ -79,6 +79,7 @@ class _Backend:
     name: str
     model: Any = None  # the PyTorch generator (None for ONNX Runtime)
     device: Any = None
+    precision: str = "fp32"
 
 
 def as_mono(audio: Any, what: str) -> np.ndarray:
@@ -158,6 +159,11 @@ class Extractor:
         return self._backend.model
 
     @property
+    def precision(self) -> str:
+        """``fp32`` or ``bf16`` (autocast) for the PyTorch model."""
+        return self._backend.precision
+
+    @property
     def device(self) -> Any:
         """The torch device of :attr:`model` (None for ONNX Runtime)."""
         return self._backend.device
@@ -170,25 +176,33 @@ class Extractor:
         *,
         use_ema: bool = True,
         threads: int | None = None,
+        precision: str = "fp32",
         **chunking: Any,
     ) -> Extractor:
         """Load a hifi-tse checkpoint (EMA weights unless ``use_ema=False``) on ``device``
-        (``cpu``, ``cuda``, ``cuda:N``); ``chunking``: ``chunk_seconds``, ``overlap_seconds``,
+        (``cpu``, ``cuda``, ``cuda:N``); ``precision`` ``fp32`` or ``bf16`` (autocast, on
+        devices with native bf16); ``chunking``: ``chunk_seconds``, ``overlap_seconds``,
         ``batch_chunks``."""
         import torch
 
-        from hifi_tse.infer.loading import TorchChunkFn, load_generator, resolve_device
+        from hifi_tse.infer.loading import (
+            TorchChunkFn,
+            check_precision,
+            load_generator,
+            resolve_device,
+        )
 
         if threads is not None:
             torch.set_num_threads(threads)
         dev = resolve_device(device)
+        check_precision(precision, dev)
         model, cfg = load_generator(path, device=dev, use_ema=use_ema)
 
         def make(ref: np.ndarray) -> ChunkFn:
-            return TorchChunkFn(model, ref, dev)
+            return TorchChunkFn(model, ref, dev, precision)
 
         backend = _Backend(
-            cfg.audio.sample_rate, cfg.stft.hop_length, None, make, str(path), model, dev
+            cfg.audio.sample_rate, cfg.stft.hop_length, None, make, str(path), model, dev, precision
         )
         return cls(backend, **chunking)
 

@@ -16,7 +16,12 @@ from pathlib import Path
 
 from hifi_tse.errors import UserError
 from hifi_tse.infer.separate import ChunkPlan
-from hifi_tse.infer.separate_cli import BATCH_CHUNKS, CHUNK_SECONDS, OVERLAP_SECONDS
+from hifi_tse.infer.separate_cli import (
+    BATCH_CHUNKS,
+    CHUNK_SECONDS,
+    OVERLAP_SECONDS,
+    add_precision_argument,
+)
 
 # Defaults of the CLI flags (evaluation protocol, not model configuration).
 EXAMPLES = 200
@@ -60,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.add_argument("--raw-weights", action="store_true", help="score 'model', not EMA")
+    add_precision_argument(p)
     p.add_argument("--no-perceptual", action="store_true", help="skip PESQ and STOI")
     p.add_argument(
         "--no-speaker-similarity",
@@ -109,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from hifi_tse.eval.evaluate import EvalOptions, evaluate_checkpoint
-    from hifi_tse.infer.loading import read_checkpoint, resolve_device
+    from hifi_tse.infer.loading import check_precision, read_checkpoint, resolve_device
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -142,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         partial_ramp_seconds=args.partial_ramp_seconds,
         device=str(device),
         speaker_similarity=not args.no_speaker_similarity,
+        precision=check_precision(args.precision, device),
     )
     metrics = evaluate_checkpoint(
         args.checkpoint,

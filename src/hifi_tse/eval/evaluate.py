@@ -49,6 +49,7 @@ class EvalOptions:
     device: str = "cpu"
     progress: bool = True
     speaker_similarity: bool = True  # GE2E cosines (skipped with a warning without weights)
+    precision: str = "fp32"  # or "bf16" (autocast; native-bf16 devices)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -147,9 +148,10 @@ def _forward(
     """Estimates for equal-length mixtures / enrollments (one batch), or chunked when long."""
     device = torch.device(opts.device)
     if len(mixes) == 1 and mixes[0].size > opts.chunk.chunk:
-        fn = TorchChunkFn(model, refs[0], device)
+        fn = TorchChunkFn(model, refs[0], device, opts.precision)
         return [separate_array(mixes[0], fn, opts.chunk)]
-    with torch.inference_mode():
+    bf16 = opts.precision == "bf16"
+    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
         mix = torch.from_numpy(np.stack(mixes).astype(np.float32)).to(device)
         ref = torch.from_numpy(np.stack(refs).astype(np.float32)).to(device)
         return list(model(mix, ref).float().cpu().numpy())

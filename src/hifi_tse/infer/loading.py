@@ -135,16 +135,52 @@ class TorchChunkFn:
     repeated over the batch. Runs under ``torch.inference_mode``.
     """
 
-    def __init__(self, model: torch.nn.Module, ref: np.ndarray, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        ref: np.ndarray,
+        device: torch.device,
+        precision: str = "fp32",
+    ) -> None:
         self.model = model
         self.device = device
+        self.bf16 = check_precision(precision, device) == "bf16"
         self.ref = torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float32)).to(device)
         # The enrollment is encoded once here, not again for every chunk.
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             self.cues = model.reference_cues(self.ref.unsqueeze(0))
 
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
     def __call__(self, chunks: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             mix = torch.from_numpy(np.ascontiguousarray(chunks, dtype=np.float32)).to(self.device)
             est = self.model(mix, None, cues=self.cues.expand(mix.shape[0]))
         return est.float().cpu().numpy()
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str, device: torch.device) -> str:
+    """``precision`` if this device runs it; UserError (one line) otherwise.
+
+    bf16 autocast needs a CUDA device with bf16 support or a CPU with native bf16
+    instructions (AVX-512 BF16 or AMX): elsewhere it is emulated and slower than fp32.
+    """
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UserError("--precision bf16: this GPU has no bf16 support")
+        if device.type == "cpu" and not cpu_has_native_bf16():
+            raise UserError("--precision bf16: this CPU has no native bf16 (AVX-512 BF16 / AMX)")
+    return precision
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU executes bf16 natively (AVX-512 BF16 or AMX), as oneDNN sees it."""
+    supported = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((supported and supported()) or (amx and amx()))

@@ -58,6 +58,16 @@ def add_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-chunks", type=int, default=BATCH_CHUNKS, help="chunks per model call")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (PyTorch only)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: library)")
+    add_precision_argument(p)
+
+
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: autocast (PyTorch only; CPUs with AVX-512 BF16 / AMX, or bf16 GPUs)",
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -147,12 +157,15 @@ def load_extractor(args: argparse.Namespace) -> Extractor:
         "vad": vad_from_args(args),
     }
     if args.onnx is not None:
+        if args.precision != "fp32":
+            raise UserError("--precision: ONNX Runtime runs the export in fp32")
         return Extractor.from_onnx(args.onnx, threads=args.threads, **chunking)
     return Extractor.from_checkpoint(
         args.checkpoint,
         args.device,
         use_ema=not args.raw_weights,
         threads=args.threads,
+        precision=args.precision,
         **chunking,
     )
 

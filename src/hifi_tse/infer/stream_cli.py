@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-ms", type=float, default=BLOCK_MS, help="input block length, ms")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast")
 
 
 def _to_pcm(x: np.ndarray) -> bytes:
@@ -72,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.rate <= 0 or args.block_ms <= 0:
         raise UserError("--rate and --block-ms: expected positive values")
-    extractor = Extractor.from_checkpoint(args.checkpoint, args.device, threads=args.threads)
+    extractor = Extractor.from_checkpoint(
+        args.checkpoint, args.device, threads=args.threads, precision=args.precision
+    )
     streamer = StreamingExtractor(extractor, enroll_files(extractor, list(args.ref)))
     block = max(1, int(round(args.block_ms * args.rate / 1000.0)))
     stream(streamer, args.rate, extractor.sample_rate, block, sys.stdin.buffer, sys.stdout.buffer)

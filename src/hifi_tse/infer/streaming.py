@@ -95,6 +95,7 @@ class StreamingExtractor:
             )
         self.model = model
         self.device = extractor.device
+        self.bf16 = extractor.precision == "bf16"
         stft = model.stft
         self.n_fft, self.hop = stft.n_fft, stft.hop_length
         # torch.stft centres a short window inside the FFT frame.
@@ -129,9 +130,10 @@ class StreamingExtractor:
         """Frames ``(Tn, N)`` of input -> finished output samples (overlap-add)."""
         x = torch.from_numpy(frames).to(self.device)
         spec = torch.fft.rfft(x * self.window, dim=-1).T[None]  # (1, F, Tn)
-        feats = self.model.conditioned_features(spec, self.cues.features, self.cues.mels)
-        feats = _backbone_step(self.model.backbone, feats, self.cues.features, self.state)
-        mask = self.model.mask_from(feats)  # (1, F, Tn)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            feats = self.model.conditioned_features(spec, self.cues.features, self.cues.mels)
+            feats = _backbone_step(self.model.backbone, feats, self.cues.features, self.state)
+            mask = self.model.mask_from(feats).to(torch.complex64)  # (1, F, Tn)
         est = torch.fft.irfft((spec * mask)[0].T, n=self.n_fft, dim=-1) * self.window
         t = est.shape[0]
         total = self.n_fft + self.hop * (t - 1)
