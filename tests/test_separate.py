@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -264,7 +265,13 @@ def test_separate_batch_modes(tiny_ckpt, clips, tmp_path):  # noqa: F811
         )
         == 0
     )
-    assert sorted(p.name for p in out_dir.iterdir()) == ["a_target.wav", "b_target.wav"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "a_target.wav",
+        "b_target.wav",
+        "separate_summary.json",
+    ]
+    summary = json.loads((out_dir / "separate_summary.json").read_text())
+    assert (summary["files"], summary["done"], summary["failed"]) == (2, 2, [])
     (tmp_path / "list.csv").write_text(
         f"mix,ref,out\nmixes/a.wav,{clips / 'ref_a.wav'};{clips / 'ref_b.wav'},x.wav\n"
     )

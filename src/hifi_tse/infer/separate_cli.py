@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -77,11 +78,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raw-weights", action="store_true", help="use 'model' instead of EMA")
     inp = p.add_mutually_exclusive_group(required=True)
     inp.add_argument("--mix", type=Path, help="mixture recording")
-    inp.add_argument("--list", type=Path, help="CSV of mix, ref[, out] rows")
+    inp.add_argument(
+        "--mix-list", "--list", dest="list", type=Path, help="CSV of mix, ref[, out] rows"
+    )
     inp.add_argument("--mix-dir", type=Path, help="folder of mixtures (all share --ref)")
     p.add_argument("--ref", type=Path, action="append", default=[], help="enrollment (repeat)")
     p.add_argument("-o", "--out", type=Path, help="output file (with --mix)")
-    p.add_argument("--out-dir", type=Path, help="output folder (with --list / --mix-dir)")
+    p.add_argument("--out-dir", type=Path, help="output folder (with --mix-list / --mix-dir)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="batch modes: redo outputs that exist (by default they are skipped, so a re-run "
+        "resumes)",
+    )
     add_inference_arguments(p)
     g = p.add_argument_group("enrollment check (energy VAD)")
     g.add_argument("--vad-frame-seconds", type=float, default=VAD_FRAME_SECONDS)
@@ -187,27 +196,56 @@ def enroll_files(extractor: Extractor, refs: list[Path]) -> Enrollment:
     return enrollment
 
 
-def run(args: argparse.Namespace) -> int:
+def _extract_fn(extractor: Extractor) -> Callable[[Path, list[Path], Path], None]:
+    """``extract(mix, refs, out)`` with the last enrollment kept (batches share one)."""
     from tqdm import tqdm
 
-    jobs = _jobs(args)
-    for mix, refs, _ in jobs:  # fail before any work when an input is missing
-        for path in [mix, *refs]:
-            if not path.is_file():
-                raise UserError(f"{path}: file not found")
-    extractor = load_extractor(args)
-    sample_rate, plan = extractor.sample_rate, extractor.plan
     cache: dict[tuple[Path, ...], ChunkFn] = {}
-    for mix, refs, out in tqdm(jobs, desc="files", unit="file", disable=len(jobs) < 2 or None):
+
+    def extract(mix: Path, refs: list[Path], out: Path) -> None:
         key = tuple(refs)
         if key not in cache:
-            cache = {key: enroll_files(extractor, refs).chunk_fn}
+            cache.clear()
+            cache[key] = enroll_files(extractor, refs).chunk_fn
         try:
             frames = sf.info(str(mix)).frames
-        except Exception:
+        except Exception:  # noqa: BLE001 - separate_file reports an unreadable file itself
             frames = None
         with tqdm(total=frames, desc=mix.name, unit="smp", unit_scale=True, disable=None) as bar:
             separate_file(
-                mix, out, cache[key], sample_rate, plan, progress=lambda n: bar.update(n - bar.n)
+                mix,
+                out,
+                cache[key],
+                extractor.sample_rate,
+                extractor.plan,
+                progress=lambda n: bar.update(n - bar.n),
             )
-    return 0
+
+    return extract
+
+
+def run(args: argparse.Namespace) -> int:
+    from hifi_tse.infer.batch import Ranks, gather, run_jobs, shard, write_summary
+
+    jobs = _jobs(args)
+    if args.mix is not None:  # one file: fail before any work when an input is missing
+        for path in [args.mix, *args.ref]:
+            if not path.is_file():
+                raise UserError(f"{path}: file not found")
+        _extract_fn(load_extractor(args))(*jobs[0])
+        return 0
+    ranks = Ranks.from_env()
+    if ranks.world_size > 1 and args.device == "cuda":
+        args.device = f"cuda:{ranks.local_rank}"  # one GPU per process
+    report = run_jobs(shard(jobs, ranks), _extract_fn(load_extractor(args)), args.overwrite)
+    merged = gather(report, ranks)
+    if merged is None:
+        return 0
+    path = write_summary(args.out_dir, merged, len(jobs), ranks)
+    print(
+        f"{merged.done} extracted, {merged.skipped} skipped (output exists), "
+        f"{len(merged.failed)} failed; summary: {path}"
+    )
+    for failure in merged.failed:
+        stderr_warn(f"failed: {failure['reason']}")
+    return 1 if merged.failed else 0
