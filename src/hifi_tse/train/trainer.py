@@ -629,12 +629,15 @@ class Trainer:
     def save(self, numbered: bool, name: str | None = None) -> None:
         """Write ``checkpoint_{step}.pt`` (then rotate) or the named checkpoint; rank 0 only."""
         payload = self.checkpoint_payload()  # every rank joins the RNG gather
+        if numbered:
+            # On every rank: finish() decides from it whether all ranks save (and gather) once
+            # more, so a rank that skipped it would wait in another collective.
+            self._saved_at = self.state.step
         if not self.dist.is_main:
             return
         path = self.run_dir / (numbered_name(self.state.step) if numbered else name)
         save_checkpoint(path, payload)
         if numbered:
-            self._saved_at = self.state.step
             rotate_checkpoints(self.run_dir, self.cfg.train.keep_last, self.boundaries)
         self.log.jsonl(
             {"kind": "event", "event": "checkpoint", "step": self.state.step, "path": path.name}
