@@ -544,6 +544,29 @@ def render_report(
     return "\n".join(lines) + "\n"
 
 
+def schedule_note(schedule: dict[str, Any], phase1_fraction: float) -> str:
+    """The report's sentence on how the fresh run's schedule was sized."""
+    timed = schedule["step_seconds_by_threads"]
+    how = (
+        f" measured on this machine in a {schedule['calibration_s']:.0f} s timing run "
+        "(s/step by threads: " + ", ".join(f"{n}: {s:.2f}" for n, s in timed.items()) + ")"
+        if timed
+        else " (--expected-steps-per-minute)"
+    )
+    legs = (
+        f"; its first {schedule['first_leg_steps']} steps took "
+        f"{schedule['first_leg_s']:.0f} s, and the schedule was re-sized to that speed"
+        if schedule["steps"] != schedule["first_steps"]
+        else "; the run finished it in its first leg"
+    )
+    return (
+        f"Fresh run: a schedule of {schedule['first_steps']} steps sized from "
+        f"{schedule['steps_per_minute']:.0f} steps/min with {schedule['threads']} torch "
+        f"thread(s){how}{legs}: {schedule['steps']} steps in all (phase 2 from step "
+        f"{max(int(schedule['steps'] * phase1_fraction), 1)})."
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from hifi_tse.train.curves import plot_training_curves
 
@@ -579,27 +602,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = _stage(f"train a fresh model for {args.minutes:g} min ({args.config})")
         schedule = train_fresh(args, run_dir)
         (out / "fresh_schedule.json").write_text(json.dumps(schedule, indent=2))
-        notes.append(
-            f"Fresh run: a schedule of {schedule['first_steps']} steps sized from "
-            f"{schedule['steps_per_minute']:.0f} steps/min with {schedule['threads']} torch "
-            "thread(s)"
-            + (
-                f" measured on this machine in a {schedule['calibration_s']:.0f} s timing run "
-                "(s/step by threads: "
-                + ", ".join(f"{n}: {s:.2f}" for n, s in schedule["step_seconds_by_threads"].items())
-                + ")"
-                if schedule["step_seconds_by_threads"]
-                else " (--expected-steps-per-minute)"
-            )
-            + (
-                f"; its first {schedule['first_leg_steps']} steps took "
-                f"{schedule['first_leg_s']:.0f} s, and the schedule was re-sized to that speed"
-                if schedule["steps"] != schedule["first_steps"]
-                else "; the run finished it in its first leg"
-            )
-            + f": {schedule['steps']} steps in all (phase 2 from step "
-            f"{max(int(schedule['steps'] * args.phase1_fraction), 1)})."
-        )
+        notes.append(schedule_note(schedule, args.phase1_fraction))
         timings["train fresh"] = time.perf_counter() - t0
         plot_training_curves(run_dir, out / "fresh_curves.png", "fresh demo run")
         links["Fresh run: training curves"] = "![fresh curves](fresh_curves.png)"

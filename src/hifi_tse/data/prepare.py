@@ -225,21 +225,7 @@ def prepare_corpus(
     data_cfg = data_cfg or DataConfig()
     out = Path(out)
     check_storage(storage)
-    if val_ratio < 0 or test_ratio < 0 or val_ratio + test_ratio >= 1:
-        raise UserError(
-            f"--val-ratio/--test-ratio: expected non-negative shares summing below 1, "
-            f"got {val_ratio} and {test_ratio}"
-        )
-    if not speech:
-        raise UserError("--speech: expected at least one speech folder")
-    if rir and simulate_rirs > 0:
-        raise UserError("--rir and --simulate-rirs: give measured RIR folders or a count, not both")
-    lo, hi = data_cfg.sim_room_min, data_cfg.sim_room_max
-    if simulate_rirs > 0 and not (len(lo) == len(hi) == 3 and all(a <= b for a, b in zip(lo, hi))):
-        raise UserError(
-            f"data.sim_room_min/data.sim_room_max: expected [x, y, z] with min <= max, "
-            f"got {lo} and {hi}"
-        )
+    _check_arguments(bool(speech), bool(rir), simulate_rirs, val_ratio, test_ratio, data_cfg)
 
     scan = _scan_sources(speech, noise, rir, simulate_rirs)
     tasks, speech_sources = scan.tasks, scan.speech
@@ -310,6 +296,32 @@ def prepare_corpus(
 
 
 # --------------------------------------------------------------------------- stages
+
+
+def _check_arguments(
+    has_speech: bool,
+    has_rir: bool,
+    simulate_rirs: int,
+    val_ratio: float,
+    test_ratio: float,
+    data_cfg: DataConfig,
+) -> None:
+    """One-line UserErrors for argument combinations prepare cannot run with."""
+    if val_ratio < 0 or test_ratio < 0 or val_ratio + test_ratio >= 1:
+        raise UserError(
+            f"--val-ratio/--test-ratio: expected non-negative shares summing below 1, "
+            f"got {val_ratio} and {test_ratio}"
+        )
+    if not has_speech:
+        raise UserError("--speech: expected at least one speech folder")
+    if has_rir and simulate_rirs > 0:
+        raise UserError("--rir and --simulate-rirs: give measured RIR folders or a count, not both")
+    lo, hi = data_cfg.sim_room_min, data_cfg.sim_room_max
+    if simulate_rirs > 0 and not (len(lo) == len(hi) == 3 and all(a <= b for a, b in zip(lo, hi))):
+        raise UserError(
+            f"data.sim_room_min/data.sim_room_max: expected [x, y, z] with min <= max, "
+            f"got {lo} and {hi}"
+        )
 
 
 @dataclass
@@ -566,6 +578,29 @@ def _plan_packs(
     return packs
 
 
+def _reuse_finished_packs(
+    packs: list[_Pack], out: Path, errors: list[dict[str, str]], short: dict[str, int]
+) -> tuple[list[dict[str, Any]], list[_Pack]]:
+    """Rows of the packs already written with the same plan, and the packs still to write."""
+    rows: list[dict[str, Any]] = []
+    todo: list[_Pack] = []
+    for pack in packs:
+        final = out / pack.rel
+        # Temporary files of a crashed run are incomplete by construction: discard them.
+        if final.parent.is_dir():
+            for stale in final.parent.glob(f".{final.stem}.*.tmp{final.suffix}"):
+                stale.unlink(missing_ok=True)
+        meta = read_pack_meta(final) if final.is_file() else None
+        if meta is not None and meta.get("plan") == pack.plan:
+            rows += meta["rows"]
+            errors += meta["errors"]
+            for src, n in meta["short"].items():
+                short[src] += n
+        else:
+            todo.append(pack)
+    return rows, todo
+
+
 def _run_packs(
     packs: list[_Pack],
     out: Path,
@@ -579,25 +614,8 @@ def _run_packs(
     progress: bool,
     storage: str,
 ) -> tuple[list[dict[str, Any]], int, int]:
-    rows: list[dict[str, Any]] = []
-    todo: list[_Pack] = []
-    reused = 0
-    for pack in packs:
-        final = out / pack.rel
-        # Temporary files of a crashed run are incomplete by construction: discard them.
-        if final.parent.is_dir():
-            for stale in final.parent.glob(f".{final.stem}.*.tmp{final.suffix}"):
-                stale.unlink(missing_ok=True)
-        meta = read_pack_meta(final) if final.is_file() else None
-        if meta is not None and meta.get("plan") == pack.plan:
-            rows += meta["rows"]
-            errors += meta["errors"]
-            for src, n in meta["short"].items():
-                short[src] += n
-            reused += 1
-        else:
-            todo.append(pack)
-
+    rows, todo = _reuse_finished_packs(packs, out, errors, short)
+    reused = len(packs) - len(todo)
     min_samples = int(round(min_seconds * sample_rate))
     total = sum(len(p.tasks) for p in todo)
     with tqdm(total=total, unit="file", desc="prepare", disable=not progress) as bar:

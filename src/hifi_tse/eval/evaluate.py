@@ -271,6 +271,36 @@ def _similarities(
     )
 
 
+def _score_wrong_references(
+    model: torch.nn.Module,
+    items: Sequence[dict[str, Any]],
+    records: list[dict[str, Any]],
+    metas: list[dict[str, Any]],
+    opts: EvalOptions,
+    quiet: bool | None,
+) -> None:
+    """Add ``si_sdr_wrong`` / ``si_sdri_wrong`` to the TP records: each mixture run with
+    another speaker's enrollment (:func:`wrong_reference_pairs`)."""
+    from tqdm import tqdm
+
+    pairs = wrong_reference_pairs(metas)
+    swapped = _Swapped(items, pairs)
+    for batch in tqdm(
+        _stream_batches(swapped, sorted(pairs), opts.batch_size),
+        total=-(-len(pairs) // opts.batch_size),
+        desc="wrong reference",
+        unit="batch",
+        disable=quiet,
+    ):
+        ests = _forward(model, [it["mix"] for _, it in batch], [it["ref"] for _, it in batch], opts)
+        for (i, it), est in zip(batch, ests):
+            r = records[i]
+            r["si_sdr_wrong"] = si_sdr(est, it["target"])
+            r["si_sdri_wrong"] = r["si_sdr_wrong"] - r["si_sdr_mix"]
+            meta_j = metas[pairs[i]]["meta"] or {}
+            r["wrong_ref_speaker"] = meta_j.get("target_speaker") or meta_j.get("ref_path")
+
+
 def evaluate_model(
     model: torch.nn.Module,
     cfg: Config,
@@ -310,24 +340,7 @@ def evaluate_model(
             bar.update(len(batch))
 
     if opts.wrong_reference:
-        pairs = wrong_reference_pairs(metas)
-        swapped = _Swapped(items, pairs)
-        for batch in tqdm(
-            _stream_batches(swapped, sorted(pairs), opts.batch_size),
-            total=-(-len(pairs) // opts.batch_size),
-            desc="wrong reference",
-            unit="batch",
-            disable=quiet,
-        ):
-            ests = _forward(
-                model, [it["mix"] for _, it in batch], [it["ref"] for _, it in batch], opts
-            )
-            for (i, it), est in zip(batch, ests):
-                r = records[i]
-                r["si_sdr_wrong"] = si_sdr(est, it["target"])
-                r["si_sdri_wrong"] = r["si_sdr_wrong"] - r["si_sdr_mix"]
-                meta_j = metas[pairs[i]]["meta"] or {}
-                r["wrong_ref_speaker"] = meta_j.get("target_speaker") or meta_j.get("ref_path")
+        _score_wrong_references(model, items, records, metas, opts, quiet)
 
     partial_records: list[dict[str, Any]] = []
     if partial_items:
