@@ -491,3 +491,17 @@ def test_speaker_classifier_trains_and_checks_its_size(tiny_packs: Path, tmp_pat
     assert main(_cmd(tiny_packs, run, *ok)) == 0
     rows = _records(run, "train")
     assert all(r["loss/speaker"] > 0 and 0 <= r["loss/speaker_acc"] <= 1 for r in rows)
+
+
+def test_resume_auto_starts_fresh_then_continues(tiny_packs: Path, tmp_path):
+    run = tmp_path / "run"
+    sets = ("train.phase1_steps=2", "train.save_interval=2", "train.val_interval=100")
+    auto = ("--resume", "auto")
+    # An empty folder: a fresh start (what a job restarted by torchrun first needs) ...
+    assert main(_cmd(tiny_packs, run, "train.steps=2", *sets, extra=auto)) == 0
+    assert not [r for r in _records(run, "event") if r["event"] == "resume"]
+    # ... and once it holds checkpoints, the same command continues from the newest.
+    assert main(_cmd(tiny_packs, run, "train.steps=4", *sets, extra=auto)) == 0
+    events = [r for r in _records(run, "event") if r["event"] == "resume"]
+    assert [e["step"] for e in events] == [2]
+    assert [r["step"] for r in _records(run, "train")] == [1, 2, 3, 4]

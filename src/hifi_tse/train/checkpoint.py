@@ -211,8 +211,9 @@ def numbered_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def resolve_resume(resume: str, run_dir: Path) -> Path:
-    """``--resume latest`` -> highest-step numbered checkpoint of ``run_dir``; else the path."""
-    if resume == "latest":
+    """``--resume latest`` (or ``auto``) -> highest-step numbered checkpoint of ``run_dir``;
+    else the path."""
+    if resume in ("latest", "auto"):
         found = numbered_checkpoints(run_dir)
         if not found:
             raise UserError(f"--resume latest: no checkpoint_*.pt in {run_dir}")

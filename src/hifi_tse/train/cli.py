@@ -32,8 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--resume",
-        metavar="PATH|latest",
-        help="continue from a checkpoint, or the newest checkpoint_*.pt in --out",
+        metavar="PATH|latest|auto",
+        help="continue from a checkpoint, or the newest checkpoint_*.pt in --out; auto: the "
+        "newest when --out has one, else a fresh start (for torchrun --max-restarts and "
+        "resubmitted jobs)",
     )
     parser.add_argument(
         "--reset-optimizer",

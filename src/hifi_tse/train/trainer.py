@@ -265,6 +265,8 @@ class Trainer:
                     f"continue that run, or choose another --out"
                 )
             return None
+        if self.opts.resume == "auto" and not numbered_checkpoints(self.run_dir):
+            return None  # first start of a job that may be restarted: nothing to resume yet
         path = resolve_resume(self.opts.resume, self.run_dir)
         return load_checkpoint(path, map_location="cpu")
 
