@@ -119,3 +119,14 @@ def test_numpy_enrollment_mels_match_the_model(rate: int) -> None:
     got = enrollment_mels(ref, rate)
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+def test_training_with_the_ge2e_path_runs_to_its_end(tiny_packs, tmp_path) -> None:
+    from test_train_e2e import _cmd, _end
+
+    from hifi_tse.cli import main
+
+    run = tmp_path / "run"
+    sets = ("train.steps=2", "train.phase1_steps=1", "model.speaker_embedding=ge2e")
+    assert main(_cmd(tiny_packs, run, *sets)) == 0
+    assert _end(run)["step"] == 2  # the end-of-run digest handles the 0-dim buffer
