@@ -87,13 +87,7 @@ class SpectralCore(nn.Module):
         g = self.g
         x = g.encoder.forward_real(mix_spec)  # (K, B, T, D)
         r = g.encoder.forward_real(ref_spec)  # (K, B, S, D)
-        if g.usef is not None:
-            x = g.usef(x, r)
-        if g.film is not None:
-            x = g.film(x, r)
-        if g.speaker_embedding is not None:
-            x = g.speaker_embedding.forward_mels(x, ref_mels)
-        x = g.backbone(x, r)
+        x = g.backbone(g.condition(x, r, ref_mels), r)
         mask = decode_real(g.decoder, x, self.merge)
         if g.presence is not None:
             mask = mask * g.presence(x)[:, None, :, None]

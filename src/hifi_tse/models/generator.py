@@ -173,7 +173,12 @@ class Generator(nn.Module):
         self, spec: torch.Tensor, ref_features: torch.Tensor, mels: torch.Tensor | None
     ) -> torch.Tensor:
         """``spec (B, F, T)`` complex -> band features ``(K, B, T, D)`` after USEF and FiLM."""
-        x = self.encoder(spec)
+        return self.condition(self.encoder(spec), ref_features, mels)
+
+    def condition(
+        self, x: torch.Tensor, ref_features: torch.Tensor, mels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Mixture features ``(K, B, T, D)`` -> the same after USEF, FiLM and the GE2E FiLM."""
         if self.usef is not None:
             x = self.usef(x, ref_features)
         if self.film is not None:
