@@ -89,7 +89,7 @@ def test_onnx_extractor_matches_pytorch(tiny_ckpt, tiny_onnx, clips):  # noqa: F
         (np.array(["a", "b"]), "dtype"),
     ],
 )
-def test_bad_input_raises_one_error_type_with_one_line(tiny_ckpt, clips, bad, words):  # noqa: F811
+def test_bad_input_raises_one_exception_type_with_one_line(tiny_ckpt, clips, bad, words):  # noqa: F811
     mix, ref = clips
     ex = hifi_tse.Extractor.from_checkpoint(tiny_ckpt, threads=1)
     enrollment = ex.enroll(ref, 24000)

@@ -141,7 +141,7 @@ def test_same_speaker_closer_than_other_speaker(encoder: GE2EEncoder, lang: str)
     assert np.mean(same) > np.mean(cross) + MIN_SPEAKER_GAP
 
 
-def test_missing_or_bad_weights_raise_one_line_user_error(tmp_path: Path) -> None:
+def test_missing_or_bad_weights_are_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="pip install --no-deps resemblyzer") as exc:
         default_weights_path("hifi-tse-no-such-distribution")
     assert "\n" not in str(exc.value)
@@ -172,7 +172,7 @@ def test_missing_or_bad_weights_raise_one_line_user_error(tmp_path: Path) -> Non
         (np.zeros(16000, dtype=np.int16), "float audio"),
     ],
 )
-def test_bad_audio_raises_user_error(wav: np.ndarray, match: str) -> None:
+def test_bad_audio_is_refused_in_one_line(wav: np.ndarray, match: str) -> None:
     enc = GE2EEncoder()  # validation happens before the network, so no weights are needed
     with pytest.raises(UserError, match=match):
         enc.embed_utterance(wav, SAMPLE_RATE)

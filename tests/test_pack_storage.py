@@ -237,7 +237,9 @@ def test_validation_cache_fingerprint_follows_the_storage(tmp_path: Path) -> Non
     assert len(set(prints.values())) == len(STORAGES)  # same manifests, other samples
 
 
-def test_unknown_storage_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_unknown_storage_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     speech = speech_tree(tmp_path / "speech", SR, "PCM_16")
     with pytest.raises(UserError) as err:
         run_prepare([(speech, None)], tmp_path / "out", storage="int8")

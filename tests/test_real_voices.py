@@ -62,7 +62,9 @@ def test_pattern_names_speakers_and_lists_unmatched_files(tmp_path: Path) -> Non
     assert x.ndim == 1 and abs(len(x) - 1.6 * SR) <= 2
 
 
-def test_bad_patterns_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_patterns_are_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     root = make_game_tree(tmp_path / "game", utts=2)
     for bad, words in [("(?P<x>[a-z]", "invalid pattern"), ("cs/", "no named group"),
                        ("(?P<who>zzz)", "no file path matches")]:  # fmt: skip

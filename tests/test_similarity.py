@@ -102,7 +102,7 @@ def test_no_target_mode_scores_own_recordings(tiny_ckpt, tmp_path, capsys, one_t
     assert code == 2 and "--no-target" in err and len(err.splitlines()) == 1
 
 
-def test_missing_weights_is_one_line_error(tmp_path: Path) -> None:
+def test_missing_weights_are_refused_in_one_line(tmp_path: Path) -> None:
     from hifi_tse.errors import UserError
     from hifi_tse.speaker.ge2e import GE2EEncoder
 
