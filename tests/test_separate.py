@@ -344,16 +344,20 @@ def test_load_generator_prefers_ema_and_takes_architecture_from_checkpoint(tmp_p
     assert not ema_model.training
 
 
-def test_reference_check_warns_when_mostly_silence(tmp_path):
-    from hifi_tse.infer.separate import load_reference
+def test_reference_check_warns_when_mostly_silence(tiny_ckpt, tmp_path):  # noqa: F811
+    import soxr
+
+    from hifi_tse.api import EnrollmentWarning, Extractor
 
     speech = voice(np.random.default_rng(2), 140.0, 4.0, SR)
-    sf.write(tmp_path / "r.wav", np.concatenate([speech, np.zeros(20 * SR, np.float32)]), SR)
-    messages: list[str] = []
+    wav = np.concatenate([speech, np.zeros(20 * SR, np.float32)])
     vad = VadSettings(0.02, 40.0, -70.0, 1.0, 0.3)
-    ref = load_reference([tmp_path / "r.wav"], SR, vad, messages.append)
-    assert ref.size == 24 * SR
-    assert len(messages) == 1 and "mostly silence" in messages[0]
-    messages.clear()
-    load_reference([tmp_path / "r.wav"], 8000, vad, messages.append)  # resampled, same verdict
-    assert len(messages) == 1
+    ex = Extractor.from_checkpoint(tiny_ckpt, threads=1, vad=vad)
+    with pytest.warns(EnrollmentWarning, match="mostly silence") as caught:
+        enrollment = ex.enroll(wav, SR)
+    assert enrollment.waveform.size == 24 * SR
+    assert len(caught) == 1
+    low = soxr.resample(wav, SR, 8000).astype(np.float32)
+    with pytest.warns(EnrollmentWarning, match="mostly silence") as caught:
+        ex.enroll(low, 8000)  # resampled, same verdict
+    assert len(caught) == 1

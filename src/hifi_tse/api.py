@@ -45,6 +45,7 @@ VAD = VadSettings(
     min_active_fraction=0.3,
 )
 MAX_CHANNELS = 64  # a 2-D array's shorter axis above this is not a channel axis
+SAMPLE_RATE_RANGE = (1000, 768000)  # accepted input rates, Hz
 
 
 class ExtractionError(UserError):
@@ -116,8 +117,9 @@ def as_mono(audio: Any, what: str) -> np.ndarray:
 def _check_rate(sample_rate: Any, what: str) -> int:
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)):
         raise ExtractionError(f"{what}: sample_rate must be an integer in Hz, got {sample_rate!r}")
-    if not 1000 <= int(sample_rate) <= 768000:
-        raise ExtractionError(f"{what}: sample_rate {sample_rate} Hz is outside 1 kHz-768 kHz")
+    lo, hi = SAMPLE_RATE_RANGE
+    if not lo <= int(sample_rate) <= hi:
+        raise ExtractionError(f"{what}: sample_rate {sample_rate} Hz is outside {lo}-{hi} Hz")
     return int(sample_rate)
 
 

@@ -22,6 +22,8 @@ from hifi_tse.infer.separate import ChunkFn
 from hifi_tse.speaker.frontend import enrollment_mels
 
 ONNX_FORMAT = "hifi-tse-onnx-spectral-core"
+# Overlap-add envelope below this counts as empty (torch.istft's NOLA tolerance).
+NOLA_TOLERANCE = 1e-11
 META_KEYS = ("sample_rate", "chunk_samples", "ref_samples", "n_fft", "win_length", "hop_length")
 
 
@@ -63,7 +65,7 @@ class NumpyStft:
         start = self.n_fft // 2
         out = out[:, start : start + length]
         env = env[start : start + length]
-        out = out / np.where(env > 1e-11, env, 1.0)  # torch.istft's NOLA tolerance
+        out = out / np.where(env > NOLA_TOLERANCE, env, 1.0)
         if out.shape[1] < length:
             out = np.pad(out, ((0, 0), (0, length - out.shape[1])))
         return out.astype(np.float32)

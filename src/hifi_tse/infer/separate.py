@@ -25,7 +25,6 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from hifi_tse.audio.io import load_audio
 from hifi_tse.errors import UserError
 from hifi_tse.utils import atomic_path
 
@@ -241,36 +240,6 @@ def active_speech(wav: np.ndarray, sample_rate: int, vad: VadSettings) -> tuple[
     db = 10.0 * np.log10(power + np.finfo(np.float32).tiny)
     active = (db > db.max() - vad.threshold_db) & (db > vad.floor_db)
     return float(active.sum() * frame / sample_rate), float(active.mean())
-
-
-def load_reference(
-    paths: list[Path], sample_rate: int, vad: VadSettings, warn: Callable[[str], None]
-) -> np.ndarray:
-    """Load, resample and concatenate enrollment clips → ``(L_ref,)`` float32 at model rate.
-
-    Raises UserError for an all-zero clip; warns (through ``warn``) when the enrollment holds
-    under ``vad.min_active_seconds`` of speech or is mostly silence.
-    """
-    parts = []
-    for path in paths:
-        wav = load_audio(path, sample_rate)
-        if not np.any(wav):
-            raise UserError(f"{path}: reference is all zeros (digital silence)")
-        parts.append(wav)
-    ref = np.concatenate(parts)
-    seconds, fraction = active_speech(ref, sample_rate, vad)
-    names = ", ".join(str(p) for p in paths)
-    if seconds < vad.min_active_seconds:
-        warn(
-            f"warning: reference {names} has only {seconds:.2f} s of active speech "
-            f"(< {vad.min_active_seconds:g} s); extraction may pick the wrong talker"
-        )
-    elif fraction < vad.min_active_fraction:
-        warn(
-            f"warning: reference {names} is mostly silence ({100 * fraction:.0f} % active "
-            f"frames); extraction may pick the wrong talker"
-        )
-    return ref
 
 
 def stderr_warn(message: str) -> None:

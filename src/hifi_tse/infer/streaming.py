@@ -23,7 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from hifi_tse.errors import UserError
+from hifi_tse.infer.onnx_runner import NOLA_TOLERANCE
 from hifi_tse.models.attention import _merge_heads
+
+
+def _envelope(env: torch.Tensor) -> torch.Tensor:
+    """The overlap-add normaliser, 1 where no window covers a sample (as torch.istft)."""
+    return torch.where(env > NOLA_TOLERANCE, env, 1.0)
 
 
 class _BackboneState:
@@ -147,7 +153,7 @@ class StreamingExtractor:
         num.index_add_(0, idx.reshape(-1), est.reshape(-1))
         env.index_add_(0, idx.reshape(-1), self.window.square().repeat(t))
         done = self.hop * t  # samples before the next frame's start get no more frames
-        out = num[:done] / torch.where(env[:done] > 1e-11, env[:done], 1.0)
+        out = num[:done] / _envelope(env[:done])
         self.ola = num[done : done + self.n_fft].clone()
         self.env = env[done : done + self.n_fft].clone()
         if self.ola.numel() < self.n_fft:
@@ -200,7 +206,7 @@ class StreamingExtractor:
         out = self._consume(final=True)
         left = self.received - self.emitted
         if left > 0:  # the last frames' tails, which no later frame will overlap now
-            tail = self.ola[:left] / torch.where(self.env[:left] > 1e-11, self.env[:left], 1.0)
+            tail = self.ola[:left] / _envelope(self.env[:left])
             out = np.concatenate([out, tail.cpu().numpy().astype(np.float32)])
             self.emitted = self.received
         return out
