@@ -69,9 +69,8 @@ SEEDS = {
     3: ["train.seed=3", "data.seed=777"],
 }
 
-# The auxiliary speaker classifier over the demo corpus's 48 training voices, weight 0.5.
-SPEAKER_0_5 = ["model.speaker_classes=48", "loss_weights.lambda_speaker=0.5"]
-
+# Variants of options that have since left the code (last in commit 6b56eb1):
+# the per-frame presence gain and the auxiliary speaker classifier (docs/benchmarks.md).
 VARIANTS: dict[str, list[str]] = {
     "base": [],
     "cheap_phase": [CHEAP_PHASE],
@@ -132,9 +131,6 @@ VARIANTS: dict[str, list[str]] = {
         "model.feature_dim=64",
         "model.lstm_hidden=64",
     ],
-    # a learned per-frame gain on the mask (model.presence_gain), seeds 0 and 1 as hop512
-    "hop512_gain": [*HOP512, "model.presence_gain=true"],
-    "hop512_gain_seed1": [*HOP512, "model.presence_gain=true", *SEEDS[1]],
     # no conditioning dropout: never train an output without the enrolment (seeds 0 and 1)
     "hop512_nodrop": [*HOP512, "model.ref_dropout_prob=0"],
     "hop512_nodrop_seed1": [*HOP512, "model.ref_dropout_prob=0", *SEEDS[1]],
@@ -148,10 +144,6 @@ VARIANTS: dict[str, list[str]] = {
         *SEEDS[1],
     ],
     # the auxiliary speaker classifier on the enrolment (48 demo training voices), no dropout
-    "hop512_spk0.5": [*HOP512, "model.ref_dropout_prob=0", *SPEAKER_0_5],
-    "hop512_spk0.5_seed1": [*HOP512, "model.ref_dropout_prob=0", *SPEAKER_0_5, *SEEDS[1]],
-    "hop512_spk0.5_seed2": [*HOP512, "model.ref_dropout_prob=0", *SPEAKER_0_5, *SEEDS[2]],
-    "hop512_spk0.5_seed3": [*HOP512, "model.ref_dropout_prob=0", *SPEAKER_0_5, *SEEDS[3]],
     # phase-free per-bin shape features in the encoder (band_split.bin_shape), no dropout
     "hop512_shape": [*HOP512, "model.ref_dropout_prob=0", "band_split.bin_shape=true"],
     "hop512_shape_seed1": [

@@ -140,7 +140,7 @@ def test_level_features_add_band_and_frame_levels():
 def test_decoder_starts_at_unit_mask_and_matches_per_band_loop():
     torch.manual_seed(1)
     layout, num_bins = _layout_tiny()
-    dec = BandMergeDecoder(layout, num_bins, feature_dim=8, hidden=12, eps=1e-5, mask_limit=0.0)
+    dec = BandMergeDecoder(layout, num_bins, feature_dim=8, hidden=12, eps=1e-5)
     x = torch.randn(len(layout), 2, 5, 8)
     mask = dec(x)
     assert mask.shape == (2, num_bins, 5)
@@ -164,17 +164,6 @@ def test_decoder_starts_at_unit_mask_and_matches_per_band_loop():
         acc[:, s:e] += m
         count[s:e] += 1
     torch.testing.assert_close(fast, acc / count[None, :, None], atol=1e-5, rtol=1e-5)
-
-
-def test_decoder_mask_limit_caps_magnitude_only_above_limit():
-    torch.manual_seed(2)
-    layout, num_bins = _layout_tiny()
-    dec = BandMergeDecoder(layout, num_bins, feature_dim=8, hidden=12, eps=1e-5, mask_limit=2.0)
-    x = torch.randn(len(layout), 1, 4, 8)
-    torch.testing.assert_close(dec(x), torch.ones(1, num_bins, 4, dtype=torch.complex64))
-    with torch.no_grad():
-        dec.out_bias.mul_(10.0)  # |mask| = 10 before the cap
-    assert torch.allclose(dec(x).abs(), torch.full((1, num_bins, 4), 2.0))
 
 
 def test_bin_shape_features_are_phase_free_per_bin_shapes():

@@ -111,3 +111,34 @@ def test_every_recipe_loads():
     for path in recipes:
         cfg = load_config(path)
         assert cfg.audio.sample_rate == 16000, path
+
+
+def test_retired_keys_load_only_at_their_fixed_value():
+    from hifi_tse.config import RETIRED_KEYS, schema_rows
+
+    # A config written before the keys left (every key at its value of then) still loads ...
+    old = {"model": {"mask_limit": 0.0, "presence_gain": False, "feature_dim": 8}}
+    old["loss_weights"] = {"lambda_mrstft": 0, "audit_examples": 32}
+    cfg = config_from_dict(old)
+    assert cfg.model.feature_dim == 8 and not hasattr(cfg.model, "mask_limit")
+    # ... but a value that asked for the removed behaviour is a one-line error naming it.
+    with pytest.raises(ConfigError, match=r"model\.mask_limit: removed .*got 2\.0"):
+        config_from_dict({"model": {"mask_limit": 2.0}})
+    with pytest.raises(ConfigError, match="audit-loss --examples"):
+        config_from_dict({"loss_weights": {"audit_examples": 4}})
+    assert not {row[0] for row in schema_rows()} & set(RETIRED_KEYS)
+
+
+def test_a_checkpoint_written_with_retired_keys_still_loads():
+    """The shipped demo model was saved when the retired keys were still in the schema."""
+    import torch
+
+    from hifi_tse.config import RETIRED_KEYS
+    from hifi_tse.infer.loading import load_generator
+
+    shipped = CONFIGS.parent / "models" / "demo_model.pt"
+    ckpt = torch.load(shipped, map_location="cpu", weights_only=True)
+    stored = {f"{s}.{k}" for s, keys in ckpt["config"].items() for k in keys}
+    assert stored & set(RETIRED_KEYS)
+    model, cfg = load_generator(shipped)
+    assert cfg.audio.sample_rate == 16000 and model.film is not None

@@ -476,23 +476,6 @@ def test_init_from_rejects_other_shapes_and_resume(reference_run: Path, tiny_pac
     assert main(_cmd(tiny_packs, tmp_path / "r", extra=both)) == 2
 
 
-def test_speaker_classifier_trains_and_checks_its_size(tiny_packs: Path, tmp_path: Path, capsys):
-    """The classifier's loss and accuracy are logged; too few classes for the training
-    split's speakers stops the run at start-up with the key to raise."""
-    from hifi_tse.data.mixer import Sources
-
-    speakers = len(Sources(tiny_packs, "train", 16000).speakers)
-    sets = ("train.steps=2", "train.phase1_steps=1", "train.val_interval=2")
-    small = (*sets, f"model.speaker_classes={speakers - 1}", "loss_weights.lambda_speaker=0.5")
-    assert main(_cmd(tiny_packs, tmp_path / "small", *small)) == 2
-    assert f"model.speaker_classes: expected >= {speakers}" in capsys.readouterr().err
-    run = tmp_path / "run"
-    ok = (*sets, f"model.speaker_classes={speakers}", "loss_weights.lambda_speaker=0.5")
-    assert main(_cmd(tiny_packs, run, *ok)) == 0
-    rows = _records(run, "train")
-    assert all(r["loss/speaker"] > 0 and 0 <= r["loss/speaker_acc"] <= 1 for r in rows)
-
-
 def test_resume_auto_starts_fresh_then_continues(tiny_packs: Path, tmp_path):
     run = tmp_path / "run"
     sets = ("train.phase1_steps=2", "train.save_interval=2", "train.val_interval=100")

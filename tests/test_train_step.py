@@ -175,39 +175,3 @@ def test_gan_warmup_trains_discriminator_only():
     assert res.applied
     assert all(torch.equal(a, b) for a, b in zip(g_before, _params(mods.generator)))
     assert any(not torch.equal(a, b) for a, b in zip(d_before, _params(mods.discriminator)))
-
-
-def test_speaker_term_adds_weighted_cross_entropy_and_trains_the_classifier():
-    cfg = _cfg("model.speaker_classes=3", "loss_weights.lambda_speaker=0.5")
-    stage = stage_at(cfg.train.phase1_steps, cfg)
-    batch = {**_batch(0), "speaker_index": torch.tensor([0, 2, 1])}
-    mods = _mods(cfg)
-    with torch.no_grad():
-        est, logits = mods.generator(batch["mix"], batch["ref"], speaker_logits=True)
-        sep_total, _ = mods.objective(est, batch["target"], batch["target_present"], stage.phase)
-    ce = torch.nn.functional.cross_entropy(logits, batch["speaker_index"])
-    head = _params(mods.generator.speaker_classifier)
-    res = train_step(mods, [batch], stage)
-    assert res.applied
-    assert res.terms["loss/speaker"] == pytest.approx(float(ce), rel=1e-5)
-    assert res.terms["loss/total"] == pytest.approx(float(sep_total + 0.5 * ce), rel=1e-5)
-    assert 0.0 <= res.terms["loss/speaker_acc"] <= 1.0
-    moved = [(a - b).abs().max() for a, b in zip(head, _params(mods.generator.speaker_classifier))]
-    assert all(m > 0 for m in moved)
-
-    # Unknown speakers (-1) are left out; a batch of only unknowns adds nothing.
-    mods = _mods(cfg)
-    res = train_step(mods, [{**_batch(0), "speaker_index": torch.full((3,), -1)}], stage)
-    assert "loss/speaker" not in res.terms
-    assert res.terms["loss/total"] == pytest.approx(float(sep_total), rel=1e-5)
-
-    # An index the classifier cannot hold names the key to raise.
-    with pytest.raises(ValueError, match="model.speaker_classes"):
-        train_step(_mods(cfg), [{**_batch(0), "speaker_index": torch.tensor([0, 1, 3])}], stage)
-
-
-def test_speaker_weight_needs_a_classifier():
-    from hifi_tse.config import ConfigError
-
-    with pytest.raises(ConfigError, match="model.speaker_classes"):
-        _cfg("loss_weights.lambda_speaker=0.5")

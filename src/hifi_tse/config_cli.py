@@ -6,7 +6,7 @@ import argparse
 
 import yaml
 
-from hifi_tse.config import load_config, schema_rows
+from hifi_tse.config import RETIRED_KEYS, load_config, schema_rows
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,17 +15,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", action="store_true", help="print the key reference table")
 
 
+def _inline(value: object) -> str:
+    shown = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return shown.removesuffix("...").strip().replace("|", "\\|")
+
+
 def reference_markdown() -> str:
-    """The config reference (every key, type, default, description) as a Markdown table."""
+    """The config reference (every key, type, default, description) as a Markdown table,
+    then the retired keys with the one value they still load at."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, type_name, default, doc in schema_rows():
-        shown = (
-            yaml.safe_dump(default, default_flow_style=True, width=10**6)
-            .strip()
-            .removesuffix("...")
-        )
-        shown = shown.strip().replace("|", "\\|")
-        lines.append(f"| `{key}` | {type_name} | `{shown}` | {doc} |")
+        lines.append(f"| `{key}` | {type_name} | `{_inline(default)}` | {doc} |")
+    lines += [
+        "",
+        "## Retired keys",
+        "",
+        "Older configs and checkpoints may hold these; they load when the value is the one",
+        "shown (today's fixed behaviour) and are an error otherwise.",
+        "",
+        "| key | loads at | now |",
+        "|---|---|---|",
+    ]
+    for key, (fixed, replacement) in RETIRED_KEYS.items():
+        lines.append(f"| `{key}` | `{_inline(fixed)}` | {replacement} |")
     return "\n".join(lines) + "\n"
 
 

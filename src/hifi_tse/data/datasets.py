@@ -25,7 +25,7 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,23 +78,37 @@ class MixtureDataset(Dataset):
         )
         self.sources = Sources(Path(packs_dir), split, cfg.audio.sample_rate)
 
-    def example(self, index: int) -> Example:
-        step = index // self.examples_per_step
+    def example(self, index: int, step: int | None = None) -> Example:
+        """Example ``index``; ``step`` (the schedule position under ``train.budget_minutes``)
+        replaces ``index // examples_per_step`` as the curriculum position."""
+        if step is None:
+            step = index // self.examples_per_step
         rng = example_rng(self.cfg.data.seed, TRAIN_STREAM, self.rank, index)
         return mix_example(self.cfg, self.sources, rng, phase=phase_at(step, self.cfg), step=step)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.example(int(index)).to_item(int(index))
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """``ds[index]``, or ``ds[(index, step)]`` from a sampler that follows a time budget."""
+        index, step = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), None)
+        return self.example(index, step).to_item(index)
 
 
 class InfiniteSampler(Sampler[int]):
-    """Yields ``start_index, start_index + 1, ...`` forever (resume: ``step * per_step``)."""
+    """Yields ``start_index, start_index + 1, ...`` forever (resume: ``step * per_step``).
 
-    def __init__(self, start_index: int = 0) -> None:
+    With ``position`` (a callable returning the trainer's schedule step, under
+    ``train.budget_minutes``) it yields ``(index, position())`` pairs instead: the sampler runs
+    in the trainer's process, so the workers learn the time-driven curriculum from it.
+    """
+
+    def __init__(self, start_index: int = 0, position: Callable[[], int] | None = None) -> None:
         self.start_index = int(start_index)
+        self.position = position
 
-    def __iter__(self) -> Iterator[int]:
-        return itertools.count(self.start_index)
+    def __iter__(self) -> Iterator[Any]:
+        indices = itertools.count(self.start_index)
+        if self.position is None:
+            return indices
+        return ((index, self.position()) for index in indices)
 
     def state_dict(self) -> dict[str, int]:
         return {"start_index": self.start_index}
@@ -107,9 +121,8 @@ def collate_batch(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack dataset items into the batch dict of the data contract.
 
     Returns ``mix (B, L)``, ``ref (B, L_ref)``, ``target (B, L)`` float32, ``target_present
-    (B,)`` bool, ``snr_db (B,)`` float32, ``num_interferers (B,)`` int64, ``index (B,)`` int64,
-    ``speaker_index (B,)`` int64 (the enrolled speaker among the split's speakers, -1 where
-    the meta does not say) tensors and ``meta``: the list of per-example dicts.
+    (B,)`` bool, ``snr_db (B,)`` float32, ``num_interferers (B,)`` int64, ``index (B,)`` int64
+    tensors and ``meta``: the list of per-example dicts.
     """
 
     def stack(name: str) -> torch.Tensor:
@@ -125,9 +138,6 @@ def collate_batch(items: list[dict[str, Any]]) -> dict[str, Any]:
             [int(it["num_interferers"]) for it in items], dtype=torch.int64
         ),
         "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.int64),
-        "speaker_index": torch.tensor(
-            [int(it["meta"].get("target_speaker_index", -1)) for it in items], dtype=torch.int64
-        ),
         "meta": [it["meta"] for it in items],
     }
 

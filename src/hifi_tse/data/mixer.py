@@ -61,6 +61,9 @@ VOICE_KINDS = ("real", "synthetic")
 # change of its output, so validation caches from older code are rebuilt (the golden hashes
 # of tests/test_mixer_golden.py pin each version).
 MIXER_FORMAT_VERSION = 1
+# Power floor of the SNR/SIR gain computation, dB: keeps a silent source from asking for an
+# infinite gain, far below any recorded speech or noise.
+MIN_RMS_DB = -90.0
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,7 @@ def mix_example(
     d, sr = cfg.data, cfg.audio.sample_rate
     length = int(round(cfg.audio.segment_seconds * sr))
     ref_length = int(round(cfg.audio.ref_seconds * sr))
-    floor = db_to_power(d.min_rms_db)
+    floor = db_to_power(MIN_RMS_DB)
     difficulty = 1.0 if step is None else difficulty_at(step, d)
     p_noisy_ref = d.noisy_ref_prob if step is None else noisy_ref_prob_at(step, d)
 
@@ -331,7 +334,6 @@ def mix_example(
     meta: dict[str, Any] = {
         "target_present": bool(target_present),
         "target_speaker": sources.speakers[int(speakers[0])],
-        "target_speaker_index": int(speakers[0]),  # in this split's sorted speakers
         "target_utterance": t_info["uid"],
         "ref_utterance": r_info["uid"],
         "interferer_speakers": [sources.speakers[int(s)] for s in speakers[1:]],

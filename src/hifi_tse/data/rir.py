@@ -18,6 +18,10 @@ _RT60_DECAY_DB = 60.0
 # Room/RT60 pairs that Sabine cannot realise are redrawn; this many tries is plenty for any
 # sane range and keeps a bad config from looping forever.
 _MAX_ROOM_DRAWS = 1000
+# Source and microphone keep this far from the walls, m (at most a quarter of the room).
+WALL_MARGIN_M = 0.5
+# Window over which the appended noise tail is matched to the image method's level, ms.
+TAIL_WINDOW_MS = 10.0
 
 
 def normalise_rir(h: np.ndarray) -> np.ndarray:
@@ -59,7 +63,7 @@ def simulate_rir(
             f"no room within {cfg.sim_room_min}..{cfg.sim_room_max} m reaches RT60 "
             f"{cfg.sim_rt60} s (make data.sim_room_max smaller or data.sim_rt60 larger)"
         )
-    margin = min(cfg.sim_wall_margin, float(room.min()) / 4)
+    margin = min(WALL_MARGIN_M, float(room.min()) / 4)
     src = rng.uniform(margin, room - margin)
     mic = rng.uniform(margin, room - margin)
     order = int(min(order, cfg.sim_max_order))
@@ -87,7 +91,7 @@ def _extend_tail(
 ) -> np.ndarray:
     """Append a noise tail decaying at ``rt60`` when the capped image method stopped early."""
     full = int(round(min(rt60, cfg.max_rir_seconds) * sample_rate))
-    win = max(1, int(round(cfg.sim_tail_window_ms * 1e-3 * sample_rate)))
+    win = max(1, int(round(TAIL_WINDOW_MS * 1e-3 * sample_rate)))
     if len(h) >= full or len(h) <= 2 * win:
         return h
     # Amplitude decay per sample: 60 dB of energy over rt60 seconds.

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from hifi_tse.config import Config
 from hifi_tse.errors import UserError
 from hifi_tse.infer.separate import ChunkPlan
 from hifi_tse.infer.separate_cli import (
@@ -23,12 +25,57 @@ from hifi_tse.infer.separate_cli import (
     add_precision_argument,
 )
 
+if TYPE_CHECKING:
+    from hifi_tse.eval.evaluate import EvalOptions
+
 # Defaults of the CLI flags (evaluation protocol, not model configuration).
 EXAMPLES = 200
 BATCH_SIZE = 4
 SNR_EDGES = "0,5,10"  # dB: bins < 0, 0-5, 5-10, >= 10
 PARTIAL_WINDOW = (0.25, 0.6875)  # 2.0-5.5 s of an 8 s mixture, as fractions
 PARTIAL_RAMP_SECONDS = 0.02
+
+
+def eval_options(
+    cfg: Config,
+    *,
+    device: str = "cpu",
+    batch_size: int = BATCH_SIZE,
+    perceptual: bool = True,
+    wrong_reference: bool = False,
+    snr_bins: str = SNR_EDGES,
+    chunk_seconds: float = CHUNK_SECONDS,
+    overlap_seconds: float = OVERLAP_SECONDS,
+    partial_window: tuple[float, float] = PARTIAL_WINDOW,
+    partial_ramp_seconds: float = PARTIAL_RAMP_SECONDS,
+    speaker_similarity: bool = True,
+    precision: str = "fp32",
+) -> EvalOptions:
+    """The evaluation protocol for a model of config ``cfg``: the CLI's defaults unless
+    given (``hifi-tse evaluate`` and ``hifi-tse demo`` both build it here)."""
+    from hifi_tse.eval.evaluate import EvalOptions
+
+    lo, hi = partial_window
+    if not 0.0 <= lo < hi <= 1.0:
+        raise UserError(f"--partial-window: expected 0 <= START < STOP <= 1, got {lo} {hi}")
+    return EvalOptions(
+        batch_size=batch_size,
+        perceptual=perceptual,
+        wrong_reference=wrong_reference,
+        snr_edges=_edges(snr_bins),
+        chunk=ChunkPlan.from_seconds(
+            cfg.audio.sample_rate,
+            chunk_seconds,
+            overlap_seconds,
+            BATCH_CHUNKS,
+            align=cfg.stft.hop_length,
+        ),
+        partial_window=(lo, hi),
+        partial_ramp_seconds=partial_ramp_seconds,
+        device=device,
+        speaker_similarity=speaker_similarity,
+        precision=precision,
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -114,7 +161,7 @@ def _edges(text: str) -> tuple[float, ...]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from hifi_tse.eval.evaluate import EvalOptions, evaluate_checkpoint
+    from hifi_tse.eval.evaluate import evaluate_checkpoint
     from hifi_tse.infer.loading import check_precision, read_checkpoint, resolve_device
 
     if args.threads is not None:
@@ -122,8 +169,6 @@ def run(args: argparse.Namespace) -> int:
     if args.examples < 1 or args.batch_size < 1:
         raise UserError("--examples and --batch-size: expected >= 1")
     lo, hi = args.partial_window
-    if not 0.0 <= lo < hi <= 1.0:
-        raise UserError(f"--partial-window: expected 0 <= START < STOP <= 1, got {lo} {hi}")
     device = resolve_device(args.device)
     ckpt = read_checkpoint(args.checkpoint)  # fail fast with a one-line error
     from hifi_tse.config import ConfigError, config_from_dict
@@ -132,21 +177,17 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from_dict(ckpt["config"])
     except ConfigError as exc:
         raise UserError(f"{args.checkpoint}: checkpoint config is invalid ({exc})") from None
-    opts = EvalOptions(
+    opts = eval_options(
+        cfg,
+        device=str(device),
         batch_size=args.batch_size,
         perceptual=not args.no_perceptual,
         wrong_reference=args.wrong_reference,
-        snr_edges=_edges(args.snr_bins),
-        chunk=ChunkPlan.from_seconds(
-            cfg.audio.sample_rate,
-            args.chunk_seconds,
-            args.overlap_seconds,
-            BATCH_CHUNKS,
-            align=cfg.stft.hop_length,
-        ),
+        snr_bins=args.snr_bins,
+        chunk_seconds=args.chunk_seconds,
+        overlap_seconds=args.overlap_seconds,
         partial_window=(lo, hi),
         partial_ramp_seconds=args.partial_ramp_seconds,
-        device=str(device),
         speaker_similarity=not args.no_speaker_similarity,
         precision=check_precision(args.precision, device),
     )

@@ -88,8 +88,10 @@ def gather(report: BatchReport, ranks: Ranks) -> BatchReport | None:
         return report
     import torch.distributed as dist
 
+    from hifi_tse.train.distributed import join_process_group
+
     if not dist.is_initialized():
-        dist.init_process_group("gloo")
+        join_process_group("gloo", ranks.rank, ranks.world_size)
     parts: list[Any] = [None] * ranks.world_size
     dist.all_gather_object(parts, asdict(report))
     dist.destroy_process_group()

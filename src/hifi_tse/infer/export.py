@@ -59,11 +59,7 @@ def decode_real(dec: nn.Module, x: torch.Tensor, merge: torch.Tensor) -> torch.T
     m = m.view(k, batch, frames, b.max_width, 2).permute(1, 0, 3, 2, 4)
     m = m.reshape(batch, k * b.max_width, frames, 2)
     full = torch.einsum("bctr,cf->bftr", m, merge)
-    full = full[:, : b.num_bins] * b.inv_bin_count[None, :, None, None]
-    if dec.mask_limit > 0:
-        mag = torch.sqrt(full.square().sum(-1, keepdim=True))
-        full = full * torch.clamp(dec.mask_limit / mag.clamp_min(dec.eps), max=1.0)
-    return full
+    return full[:, : b.num_bins] * b.inv_bin_count[None, :, None, None]
 
 
 class SpectralCore(nn.Module):
@@ -88,10 +84,7 @@ class SpectralCore(nn.Module):
         x = g.encoder.forward_real(mix_spec)  # (K, B, T, D)
         r = g.encoder.forward_real(ref_spec)  # (K, B, S, D)
         x = g.backbone(g.condition(x, r, ref_mels), r)
-        mask = decode_real(g.decoder, x, self.merge)
-        if g.presence is not None:
-            mask = mask * g.presence(x)[:, None, :, None]
-        return mask
+        return decode_real(g.decoder, x, self.merge)
 
 
 def _spec(model: nn.Module, wav: torch.Tensor) -> torch.Tensor:

@@ -139,7 +139,7 @@ class StreamingExtractor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             feats = self.model.conditioned_features(spec, self.cues.features, self.cues.mels)
             feats = _backbone_step(self.model.backbone, feats, self.cues.features, self.state)
-            mask = self.model.mask_from(feats).to(torch.complex64)  # (1, F, Tn)
+            mask = self.model.decoder(feats).to(torch.complex64)  # (1, F, Tn)
         est = torch.fft.irfft((spec * mask)[0].T, n=self.n_fft, dim=-1) * self.window
         t = est.shape[0]
         total = self.n_fft + self.hop * (t - 1)

@@ -7,10 +7,10 @@ examples it is ``g * mixture``, with g swept from ~0 to 2. Each named term of th
 objective (phase 1 on the TP batch, phase 2 on both) is recorded against g.
 
 A term FAILS (rewards silence) when some gain below the right level scores lower than the
-right level itself by more than ``loss_weights.audit_tolerance``. The right level is
+right level itself by more than ``AUDIT_TOLERANCE`` (``--tolerance``). The right level is
 g = 1 for TP examples, and for TA examples the gain at which the output reaches
 ``ta_target_db`` (quieter than that must earn nothing more). g = 0 itself is replaced by
-``loss_weights.audit_min_gain``: SI-SDR of an all-zero output is degenerate.
+``AUDIT_MIN_GAIN`` (``--min-gain``): SI-SDR of an all-zero output is degenerate.
 
 A third, mixed sweep models a network that cannot yet tell TP from TA mixtures and so applies
 one common gain g to both (estimate ``g * target`` on TP rows, ``g * mixture`` on TA rows).
@@ -36,6 +36,10 @@ from hifi_tse.config import Config
 from hifi_tse.losses.objective import LOSS_TERMS, Objective
 from hifi_tse.losses.separation import SilenceRewardWarning, energy_db
 from hifi_tse.schedules import PHASE_TP, PHASE_TP_TA
+
+AUDIT_MIN_GAIN = 1e-3  # x: stands in for g = 0
+AUDIT_TOLERANCE = 1e-3  # loss units: float32 round-off of the terms stays far below it
+AUDIT_EXAMPLES = 32  # fixed validation examples scanned by audit-loss --data
 
 # Generated audit signals: a deterministic stand-in for speech. These shape test signals,
 # they are not tunables of the toolkit, hence constants here rather than config keys.
@@ -262,6 +266,8 @@ def audit_objective(
     cfg: Config,
     signals: dict[str, object] | None = None,
     gains: np.ndarray | None = None,
+    min_gain: float = AUDIT_MIN_GAIN,
+    tolerance: float = AUDIT_TOLERANCE,
 ) -> AuditResult:
     """Sweep the output gain through the configured objective and flag silence rewards.
 
@@ -270,7 +276,9 @@ def audit_objective(
         signals: ``mix (B, L)``, ``target (B, L)``, ``target_present (B,)`` with at least one
             TP and one TA example; generated (:func:`make_audit_signals`) when None.
         gains: output gains to sweep; default ``np.linspace(0, 2, 41)``. Gains <= 0 are
-            replaced by ``loss_weights.audit_min_gain``.
+            replaced by ``min_gain`` (SI-SDR of an all-zero output is degenerate).
+        tolerance: how far below its right-level value a term may fall before it counts
+            as rewarding silence, loss units.
 
     Returns:
         an :class:`AuditResult`; ``result.failures`` names every term that rewards silence.
@@ -279,7 +287,7 @@ def audit_objective(
     if gains is None:
         gains = np.linspace(0.0, 2.0, 41)
     gains = np.asarray(gains, dtype=np.float64)
-    gains = np.unique(np.where(gains <= 0.0, lc.audit_min_gain, gains))
+    gains = np.unique(np.where(gains <= 0.0, min_gain, gains))
     if signals is None:
         signals = make_audit_signals(cfg.audio.sample_rate)
     mix = _as_tensor(signals["mix"], "mix", torch.float32)
@@ -303,7 +311,7 @@ def audit_objective(
     loudest_db = float(energy_db(ta_mix, lc.eps).max())
     ta_ref = math.pow(10.0, (lc.ta_target_db - loudest_db) / 20.0)
 
-    tol = lc.audit_tolerance
+    tol = tolerance
     band = (cfg.health.rms_ratio_low, cfg.health.rms_ratio_high)
     with warnings.catch_warnings():
         # the audit reports a legacy_db term itself; no need for the runtime warning

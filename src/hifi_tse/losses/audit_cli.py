@@ -13,7 +13,12 @@ from torch import Tensor
 
 from hifi_tse.config import Config, load_config
 from hifi_tse.errors import UserError
-from hifi_tse.losses.audit import audit_objective
+from hifi_tse.losses.audit import (
+    AUDIT_EXAMPLES,
+    AUDIT_MIN_GAIN,
+    AUDIT_TOLERANCE,
+    audit_objective,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,16 +29,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="packs directory: audit on fixed validation examples instead of generated signals",
     )
+    p.add_argument(
+        "--examples",
+        type=int,
+        default=AUDIT_EXAMPLES,
+        help=f"with --data: fixed validation examples scanned (default {AUDIT_EXAMPLES})",
+    )
+    p.add_argument(
+        "--min-gain",
+        type=float,
+        default=AUDIT_MIN_GAIN,
+        help=f"smallest output gain swept, standing in for 0 (default {AUDIT_MIN_GAIN:g})",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=AUDIT_TOLERANCE,
+        help=f"drop below the right-level value that fails, loss units (default "
+        f"{AUDIT_TOLERANCE:g})",
+    )
 
 
 def _to_tensor(x: object) -> Tensor:
     return x if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
 
 
-def signals_from_packs(packs_dir: Path, cfg: Config) -> dict[str, Tensor]:
-    """TP and TA examples drawn from the fixed validation set of ``packs_dir``."""
+def signals_from_packs(packs_dir: Path, cfg: Config, count: int) -> dict[str, Tensor]:
+    """``count`` TP and TA examples drawn from the fixed validation set of ``packs_dir``."""
     from hifi_tse.data.datasets import FixedExampleSet
 
+    if count < 2:
+        raise UserError(f"--examples {count}: expected at least 2 (one TP and one TA)")
     if not packs_dir.is_dir():
         raise UserError(f"--data {packs_dir}: not a directory (expected a prepared packs dir)")
     examples = FixedExampleSet(
@@ -41,7 +67,7 @@ def signals_from_packs(packs_dir: Path, cfg: Config) -> dict[str, Tensor]:
         cfg,
         split="val",
         seed=cfg.train.val_seed,
-        n=cfg.loss_weights.audit_examples,
+        n=count,
         phase=2,
     )
     mixes, targets, present = [], [], []
@@ -54,7 +80,7 @@ def signals_from_packs(packs_dir: Path, cfg: Config) -> dict[str, Tensor]:
         raise UserError(
             f"--data {packs_dir}: the first {len(present)} validation examples are all "
             f"{'target-present' if all(present) else 'target-absent'}; need both kinds "
-            "(raise loss_weights.audit_examples or data.ta_ratio)"
+            "(raise --examples or data.ta_ratio)"
         )
     length = min(m.shape[-1] for m in mixes)  # examples share the segment length; be safe
     return {
@@ -69,11 +95,11 @@ def run(args: argparse.Namespace) -> int:
     signals = None
     source = f"generated tones + noise at {cfg.audio.sample_rate} Hz"
     if args.data is not None:
-        signals = signals_from_packs(args.data, cfg)
+        signals = signals_from_packs(args.data, cfg, args.examples)
         n_tp = int(signals["target_present"].sum())
         n_ta = len(signals["target_present"]) - n_tp
         source = f"{n_tp} TP + {n_ta} TA validation examples from {args.data}"
-    result = audit_objective(cfg, signals)
+    result = audit_objective(cfg, signals, min_gain=args.min_gain, tolerance=args.tolerance)
     print(
         f"loss audit ({source}; ta_loss={cfg.loss_weights.ta_loss}, tolerance "
         f"{result.tolerance:g})\n"

@@ -4,7 +4,7 @@ Phase 1 (TP only): ``lambda_sep * mean(-SI-SDR) + lambda_phase * phase + lambda_
 on every example.
 Phase 2 (TP + TA): ``sep`` becomes the scene-aware loss
 ``(1 - ta_weight) * mean(-SI-SDR over TP) + ta_weight * mean(TA term over TA)``; the phase,
-amplitude (and multi-resolution STFT) terms see TP examples only and are exactly 0 when a
+amplitude terms see TP examples only and are exactly 0 when a
 batch has none.
 Phase 3 (GAN): phase 2 plus ``scale * (lambda_adv * adv + lambda_fm * fm)``.
 
@@ -31,10 +31,10 @@ from hifi_tse.losses.separation import (
     si_sdr,
     ta_term,
 )
-from hifi_tse.losses.spectral import MultiResolutionSTFTLoss, PhaseSensitiveLoss
+from hifi_tse.losses.spectral import PhaseSensitiveLoss
 from hifi_tse.schedules import PHASE_GAN, PHASE_TP, PHASE_TP_TA
 
-LOSS_TERMS = ("sep", "phase", "amp", "mrstft", "ta_energy", "adv", "fm", "speaker", "total")
+LOSS_TERMS = ("sep", "phase", "amp", "ta_energy", "adv", "fm", "total")
 """Names that are losses (lower is better); the rest of ``terms`` are diagnostics."""
 
 
@@ -49,7 +49,6 @@ def scene_aware_from_config(
         ta_weight=loss_cfg.ta_weight,
         ta_target_db=loss_cfg.ta_target_db,
         ta_loss=loss_cfg.ta_loss,
-        legacy_floor_db=loss_cfg.legacy_floor_db,
         eps=loss_cfg.eps,
     )
 
@@ -67,11 +66,6 @@ class Objective(nn.Module):
         self.cfg = loss_cfg
         self.sample_rate = int(sample_rate)
         self.phase_loss = PhaseSensitiveLoss(loss_cfg.phase_resolutions, self.sample_rate)
-        self.mrstft = (
-            MultiResolutionSTFTLoss(loss_cfg.mrstft_resolutions, self.sample_rate, loss_cfg.eps)
-            if loss_cfg.lambda_mrstft > 0
-            else None
-        )
         self.gan = GANLoss()
 
     def _ta_term(self, estimate: Tensor) -> Tensor:
@@ -80,7 +74,6 @@ class Objective(nn.Module):
             estimate,
             ta_loss=c.ta_loss,
             ta_target_db=c.ta_target_db,
-            legacy_floor_db=c.legacy_floor_db,
             eps=c.eps,
         )
 
@@ -103,10 +96,10 @@ class Objective(nn.Module):
 
         Returns:
             ``(total, terms)``: ``total`` is a scalar with gradient; ``terms`` holds detached
-            fp32 scalars ``sep, phase, amp, ta_energy, total`` always, ``mrstft`` when
-            ``lambda_mrstft > 0``, ``adv, fm`` in phase 3 (0 when ``adv`` is None), and the
-            diagnostics ``si_sdr_tp`` (dB), ``rms_ratio`` (when the batch has TP examples)
-            and ``ta_energy_db`` (dB, when it has TA examples).
+            fp32 scalars ``sep, phase, amp, ta_energy, total`` always, ``adv, fm`` in phase 3
+            (0 when ``adv`` is None), and the diagnostics ``si_sdr_tp`` (dB), ``rms_ratio``
+            (when the batch has TP examples) and ``ta_energy_db`` (dB, when it has TA
+            examples).
         """
         if phase not in (PHASE_TP, PHASE_TP_TA, PHASE_GAN):
             raise ValueError(f"phase: expected 1, 2 or 3, got {phase!r}")
@@ -125,8 +118,7 @@ class Objective(nn.Module):
             if phase == PHASE_TP:
                 sep = -si_sdr(est, tgt, c.eps).mean()
                 phase_l = self.phase_loss(est, tgt)
-                amp = amplitude_loss(est, tgt, c.amp_min_ratio, c.eps, c.amp_only_below)
-                mrstft = self.mrstft(est, tgt) if self.mrstft is not None else None
+                amp = amplitude_loss(est, tgt, c.amp_min_ratio, c.eps)
                 ta_part = self._ta_term(est[ta]).mean() if has_ta else zero
             else:
                 tp_part, ta_part = scene_aware_parts(
@@ -135,25 +127,16 @@ class Objective(nn.Module):
                     tp,
                     ta_loss=c.ta_loss,
                     ta_target_db=c.ta_target_db,
-                    legacy_floor_db=c.legacy_floor_db,
                     eps=c.eps,
                 )
                 sep = (1.0 - c.ta_weight) * tp_part + c.ta_weight * ta_part
                 phase_l = self.phase_loss(est, tgt, tp)
-                amp = (
-                    amplitude_loss(est[tp], tgt[tp], c.amp_min_ratio, c.eps, c.amp_only_below)
-                    if has_tp
-                    else zero
-                )
-                mrstft = self.mrstft(est, tgt, tp) if self.mrstft is not None else None
+                amp = amplitude_loss(est[tp], tgt[tp], c.amp_min_ratio, c.eps) if has_tp else zero
 
             total = c.lambda_sep * sep + c.lambda_phase * phase_l + c.lambda_amp * amp
             terms["sep"] = sep
             terms["phase"] = phase_l
             terms["amp"] = amp
-            if mrstft is not None:
-                total = total + c.lambda_mrstft * mrstft
-                terms["mrstft"] = mrstft
             terms["ta_energy"] = ta_part
 
             if phase == PHASE_GAN:

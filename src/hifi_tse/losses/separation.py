@@ -99,12 +99,16 @@ def energy_loss(estimate: Tensor, target_db: float, eps: float) -> Tensor:
     return torch.relu(energy_db(estimate, eps) - target_db)
 
 
-def legacy_energy_db(estimate: Tensor, floor_db: float, eps: float) -> Tensor:
-    """The seed's buggy target-absent term: raw dB clamped at ``floor_db``, ``(B,)``.
+# The seed's clamp on its raw-dB TA term, dB: how far down it rewarded silence.
+LEGACY_FLOOR_DB = -40.0
+
+
+def legacy_energy_db(estimate: Tensor, eps: float) -> Tensor:
+    """The seed's buggy target-absent term: raw dB clamped at ``LEGACY_FLOOR_DB``, ``(B,)``.
 
     Kept only to reproduce the over-suppression failure (``loss_weights.ta_loss:
     legacy_db``). It is negative for quiet outputs, so adding it to a loss rewards
-    silence down to ``floor_db``.
+    silence down to ``LEGACY_FLOOR_DB``.
     """
     warnings.warn(
         "loss_weights.ta_loss=legacy_db: the target-absent term is a raw dB value that "
@@ -112,7 +116,7 @@ def legacy_energy_db(estimate: Tensor, floor_db: float, eps: float) -> Tensor:
         SilenceRewardWarning,
         stacklevel=2,
     )
-    return energy_db(estimate, eps).clamp(min=floor_db)
+    return energy_db(estimate, eps).clamp(min=LEGACY_FLOOR_DB)
 
 
 def rms(x: Tensor, eps: float) -> Tensor:
@@ -122,33 +126,23 @@ def rms(x: Tensor, eps: float) -> Tensor:
     return torch.sqrt(x.pow(2).mean(dim=-1) + eps * eps)
 
 
-def amplitude_loss(
-    estimate: Tensor, target: Tensor, min_ratio: float, eps: float, only_below: bool
-) -> Tensor:
+def amplitude_loss(estimate: Tensor, target: Tensor, min_ratio: float, eps: float) -> Tensor:
     """Amplitude anchor ``mean(log(clamp(rms_est / rms_tgt, min=min_ratio))^2)``: scalar.
 
     Symmetric in log space (0.5x and 2x cost the same), zero with zero gradient at the
     right level. SI-SDR is blind to scale; this term is what holds the TP level.
-    ``only_below``: penalise only a too-quiet output (ratio < 1), the over-suppression side;
-    early in training the output is too loud because it still holds the interferers, and
-    the two-sided anchor then pulls the level down while SI-SDR is still being learned.
     """
     check_pair(estimate, target)
     ratio = rms(estimate, eps) / rms(target, eps).clamp(min=eps)
-    log_ratio = torch.log(ratio.clamp(min=min_ratio))
-    if only_below:
-        log_ratio = log_ratio.clamp(max=0.0)
-    return log_ratio.pow(2).mean()
+    return torch.log(ratio.clamp(min=min_ratio)).pow(2).mean()
 
 
-def ta_term(
-    estimate: Tensor, *, ta_loss: TaLoss, ta_target_db: float, legacy_floor_db: float, eps: float
-) -> Tensor:
+def ta_term(estimate: Tensor, *, ta_loss: TaLoss, ta_target_db: float, eps: float) -> Tensor:
     """The configured target-absent term per example, ``(B,)``."""
     if ta_loss == "relu":
         return energy_loss(estimate, ta_target_db, eps)
     if ta_loss == "legacy_db":
-        return legacy_energy_db(estimate, legacy_floor_db, eps)
+        return legacy_energy_db(estimate, eps)
     raise ValueError(f"ta_loss: expected 'relu' or 'legacy_db', got {ta_loss!r}")
 
 
@@ -166,7 +160,6 @@ def scene_aware_parts(
     *,
     ta_loss: TaLoss,
     ta_target_db: float,
-    legacy_floor_db: float,
     eps: float,
 ) -> tuple[Tensor, Tensor]:
     """The two unweighted parts of the scene-aware loss.
@@ -187,7 +180,6 @@ def scene_aware_parts(
             estimate[ta],
             ta_loss=ta_loss,
             ta_target_db=ta_target_db,
-            legacy_floor_db=legacy_floor_db,
             eps=eps,
         ).mean()
     return tp_part, ta_part
@@ -201,7 +193,6 @@ def scene_aware_loss(
     ta_weight: float,
     ta_target_db: float,
     ta_loss: TaLoss,
-    legacy_floor_db: float,
     eps: float,
 ) -> Tensor:
     """``(1 - ta_weight) * mean(-SI-SDR over TP) + ta_weight * mean(TA term over TA)``.
@@ -222,7 +213,6 @@ def scene_aware_loss(
         target_present,
         ta_loss=ta_loss,
         ta_target_db=ta_target_db,
-        legacy_floor_db=legacy_floor_db,
         eps=eps,
     )
     return (1.0 - ta_weight) * tp_part + ta_weight * ta_part

@@ -1,4 +1,4 @@
-"""Multi-resolution STFT losses: phase-sensitive (complex L1) and spectral-convergence/log-mag.
+"""The multi-resolution phase-sensitive STFT loss (complex L1).
 
 Resolutions are given as ``[n_fft, win_length, hop_length]`` in samples at 48 kHz (the
 config's convention) and scaled to the model sample rate, so a window spans the same
@@ -55,7 +55,18 @@ def _stft(x: Tensor, n_fft: int, win: int, hop: int) -> Tensor:
     return spec / window.pow(2).sum().sqrt()
 
 
-class _MultiResolution(nn.Module):
+class PhaseSensitiveLoss(nn.Module):
+    """L1 distance of the real and imaginary STFT parts, averaged over resolutions.
+
+    Unlike SI-SDR it is scale- and phase-sensitive: for ``estimate = g * target`` it equals
+    ``|g - 1| * mean(|Re T| + |Im T|)``, minimal at g = 1.
+
+    Args:
+        resolutions: ``[[n_fft, win, hop], ...]`` in samples at 48 kHz
+            (``LossConfig.phase_resolutions``).
+        sample_rate: model sample rate, Hz.
+    """
+
     def __init__(self, resolutions: list[list[int]], sample_rate: int) -> None:
         super().__init__()
         if not resolutions:
@@ -64,9 +75,6 @@ class _MultiResolution(nn.Module):
         self.resolutions: list[tuple[int, ...]] = [
             scale_resolution(r, self.sample_rate) for r in resolutions
         ]
-
-    def per_example(self, estimate: Tensor, target: Tensor) -> Tensor:  # pragma: no cover
-        raise NotImplementedError
 
     def forward(self, estimate: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         """Scalar loss over the batch, or over examples where ``mask`` (``(B,)`` bool) holds;
@@ -79,19 +87,6 @@ class _MultiResolution(nn.Module):
             estimate, target = estimate[mask], target[mask]
         return self.per_example(estimate, target).mean()
 
-
-class PhaseSensitiveLoss(_MultiResolution):
-    """L1 distance of the real and imaginary STFT parts, averaged over resolutions.
-
-    Unlike SI-SDR it is scale- and phase-sensitive: for ``estimate = g * target`` it equals
-    ``|g - 1| * mean(|Re T| + |Im T|)``, minimal at g = 1.
-
-    Args:
-        resolutions: ``[[n_fft, win, hop], ...]`` in samples at 48 kHz
-            (``LossConfig.phase_resolutions``).
-        sample_rate: model sample rate, Hz.
-    """
-
     def per_example(self, estimate: Tensor, target: Tensor) -> Tensor:
         """``(B, L)`` x2 -> ``(B,)`` loss per example."""
         check_pair(estimate, target)
@@ -102,40 +97,4 @@ class PhaseSensitiveLoss(_MultiResolution):
             spec = torch.view_as_real(_stft(diff, n_fft, win, hop))
             # (B, F, T, 2): mean |dRe| + mean |dIm|
             total = total + 2.0 * spec.abs().mean(dim=(1, 2, 3))
-        return total / len(self.resolutions)
-
-
-class MultiResolutionSTFTLoss(_MultiResolution):
-    """Spectral convergence + log-magnitude L1, averaged over resolutions.
-
-    Spectral convergence is ``||  |T| - |E| ||_F / ||T||_F``; the log term is
-    ``mean | log|T| - log|E| |`` with magnitudes floored at ``eps``, so silence is costly.
-
-    Args:
-        resolutions: ``[[n_fft, win, hop], ...]`` in samples at 48 kHz.
-        sample_rate: model sample rate, Hz.
-        eps: magnitude floor (``LossConfig.eps``).
-    """
-
-    def __init__(self, resolutions: list[list[int]], sample_rate: int, eps: float) -> None:
-        super().__init__(resolutions, sample_rate)
-        # the floor is squared under the root; never let it underflow to 0 (log(0) = -inf)
-        self.power_floor = max(float(eps) ** 2, torch.finfo(torch.float32).tiny)
-
-    def _mag(self, spec: Tensor) -> Tensor:
-        return (spec.real.pow(2) + spec.imag.pow(2)).clamp(min=self.power_floor).sqrt()
-
-    def per_example(self, estimate: Tensor, target: Tensor) -> Tensor:
-        """``(B, L)`` x2 -> ``(B,)`` loss per example."""
-        check_pair(estimate, target)
-        est, tgt = estimate.float(), target.float()
-        total = est.new_zeros(est.shape[0])
-        for n_fft, win, hop in self.resolutions:
-            mag_e = self._mag(_stft(est, n_fft, win, hop))  # (B, F, T)
-            mag_t = self._mag(_stft(tgt, n_fft, win, hop))
-            sc = (mag_t - mag_e).pow(2).sum(dim=(1, 2)).sqrt() / mag_t.pow(2).sum(
-                dim=(1, 2)
-            ).sqrt().clamp(min=math.sqrt(self.power_floor))
-            log_l1 = (mag_t.log() - mag_e.log()).abs().mean(dim=(1, 2))
-            total = total + sc + log_l1
         return total / len(self.resolutions)

@@ -137,6 +137,9 @@ class _PaddedBands(nn.Module):
 
 # Level features are in units of this many dB, so their values are O(1) for the projection.
 LEVEL_UNIT_DB = 20.0
+# Power floor of the level and per-bin shape features, dB: far below any band of real audio,
+# so it acts only on digital silence (where log power would be -inf).
+FEATURE_FLOOR_DB = -100.0
 
 
 class BandSplitEncoder(nn.Module):
@@ -272,7 +275,6 @@ class BandMergeDecoder(nn.Module):
         feature_dim: D.
         hidden: per-band hidden width.
         eps: LayerNorm variance floor.
-        mask_limit: cap on ``|mask|`` (0 = uncapped); masks below the cap are unchanged.
     """
 
     def __init__(
@@ -282,13 +284,11 @@ class BandMergeDecoder(nn.Module):
         feature_dim: int,
         hidden: int,
         eps: float,
-        mask_limit: float,
     ) -> None:
         super().__init__()
         self.bands = _PaddedBands(layout, num_bins)
         k = self.bands.num_bands
         self.eps = eps
-        self.mask_limit = mask_limit
         self.norm_weight = nn.Parameter(torch.ones(k, 1, feature_dim))
         self.norm_bias = nn.Parameter(torch.zeros(k, 1, feature_dim))
         bound = 1.0 / math.sqrt(feature_dim)
@@ -306,11 +306,7 @@ class BandMergeDecoder(nn.Module):
         full = m.new_zeros(m.shape[0], b.num_bins + 1, m.shape[2], 2)
         full = full.index_add_(1, b.scatter_idx, m)  # overlap-add into bins (+ dummy bin)
         full = full[:, : b.num_bins] * b.inv_bin_count[None, :, None, None]
-        mask = torch.view_as_complex(full)  # (B, F, T)
-        if self.mask_limit > 0:
-            mag = mask.abs()
-            mask = mask * torch.clamp(self.mask_limit / mag.clamp_min(self.eps), max=1.0)
-        return mask
+        return torch.view_as_complex(full)  # (B, F, T)
 
     def band_masks(self, x: torch.Tensor) -> torch.Tensor:
         """Features ``(K, B, T, D)`` -> per-band masks ``(B, K*Wmax, T, 2)`` float32 (real,

@@ -36,42 +36,22 @@ class ReferenceAttention(nn.Module):
         return x + self.attn(q, ctx).view(k, b, t, d)
 
 
-def mean_std_pool(features: torch.Tensor, eps: float) -> torch.Tensor:
-    """Statistics pooling over frames: ``(K, B, S, D)`` -> ``(K, B, 2D)``, the mean and the
-    standard deviation side by side. ``eps`` ((feature units)^2) floors the variance under
-    the square root, whose gradient is otherwise infinite for a constant feature (silence,
-    a zeroed reference)."""
-    mean = features.mean(dim=2, keepdim=True)  # (K, B, 1, D)
-    spread = ((features - mean).square().mean(dim=2) + eps).sqrt()  # (K, B, D)
-    return torch.cat([mean.squeeze(2), spread], dim=-1)
-
-
 class FiLM(nn.Module):
     """Feature-wise affine modulation from the time-pooled reference, per band.
 
-    ``x * (1 + gamma) + beta`` with ``(gamma, beta) = Linear(pool_t ref)``; ``pool`` is the
-    mean over reference frames, or (``pooling="mean_std"``) mean and standard deviation side
-    by side (:func:`mean_std_pool`, with ``eps`` its variance floor). The linear layer is
-    zero-initialised so the module starts as the identity (gamma = 1, beta = 0).
+    ``x * (1 + gamma) + beta`` with ``(gamma, beta) = Linear(mean_t ref)``. The linear layer
+    is zero-initialised so the module starts as the identity (gamma = 1, beta = 0).
     """
 
-    def __init__(self, dim: int, pooling: str, eps: float) -> None:
+    def __init__(self, dim: int) -> None:
         super().__init__()
-        if pooling not in ("mean", "mean_std"):
-            raise ValueError(f"pooling: expected 'mean' or 'mean_std', got {pooling!r}")
-        self.pooling = pooling
-        self.eps = eps
-        self.proj = nn.Linear(dim * (2 if pooling == "mean_std" else 1), 2 * dim)
+        self.proj = nn.Linear(dim, 2 * dim)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``x (K, B, T, D)``, ``ref (K, B, S, D)`` -> ``(K, B, T, D)``."""
-        if self.pooling == "mean_std":
-            emb = mean_std_pool(ref, self.eps).unsqueeze(2)  # (K, B, 1, 2D)
-        else:
-            emb = ref.mean(dim=2, keepdim=True)  # (K, B, 1, D)
-        gamma, beta = self.proj(emb).chunk(2, dim=-1)
+        gamma, beta = self.proj(ref.mean(dim=2, keepdim=True)).chunk(2, dim=-1)
         return x * (1.0 + gamma) + beta
 
 

@@ -2,13 +2,12 @@
 
     mix (B, L) ─STFT─▶ (B, F, T) ─band-split─▶ (K, B, T, D) ─USEF(ref)─▶ FiLM(ref)
         ─▶ GridNet blocks (re-injection of ref before the listed blocks)
-        ─▶ band-merge decoder: complex mask (B, F, T) [× per-frame presence gain (B, 1, T)]
+        ─▶ band-merge decoder: complex mask (B, F, T)
         ─× mixture spectrum─▶ iSTFT ─▶ (B, L)
     ref (B, L_ref) ─STFT─▶ the same band-split encoder ─▶ (K, B, S, D)
         [─▶ frozen GE2E embedding (B, 256) ─▶ a second FiLM: model.speaker_embedding]
-        [─▶ time-pooled ─▶ speaker classifier logits (B, classes): training objective only]
 
-The mask starts as 1 + 0j, the optional presence gain as 1 and FiLM as the identity, so an
+The mask starts as 1 + 0j and FiLM as the identity, so an
 untrained generator returns the mixture: training starts from pass-through rather than from
 silence.
 """
@@ -22,11 +21,14 @@ from torch import nn
 
 from hifi_tse.audio.stft import Stft
 from hifi_tse.config import Config
-from hifi_tse.models.band_split import BandMergeDecoder, BandSplitEncoder, band_layout
+from hifi_tse.models.band_split import (
+    FEATURE_FLOOR_DB,
+    BandMergeDecoder,
+    BandSplitEncoder,
+    band_layout,
+)
 from hifi_tse.models.conditioning import FiLM, ReferenceAttention, drop_reference
 from hifi_tse.models.gridnet import GridNet
-from hifi_tse.models.presence import PresenceGain
-from hifi_tse.models.speaker import SpeakerClassifier
 from hifi_tse.models.speaker_embedding import GE2EConditioning
 
 
@@ -71,13 +73,13 @@ class Generator(nn.Module):
             num_bins,
             m.feature_dim,
             m.norm_eps,
-            bs.level_floor_db if bs.level_features else None,
-            bs.level_floor_db if bs.bin_shape else None,
+            FEATURE_FLOOR_DB if bs.level_features else None,
+            FEATURE_FLOOR_DB if bs.bin_shape else None,
         )
         self.usef = (
             ReferenceAttention(m.feature_dim, m.num_heads, m.norm_eps) if m.use_usef else None
         )
-        self.film = FiLM(m.feature_dim, m.film_pooling, m.norm_eps) if m.use_film else None
+        self.film = FiLM(m.feature_dim) if m.use_film else None
         self.backbone = GridNet(
             m.feature_dim,
             m.lstm_hidden,
@@ -90,13 +92,7 @@ class Generator(nn.Module):
             m.causal,
         )
         self.decoder = BandMergeDecoder(
-            self.layout, num_bins, m.feature_dim, m.decoder_hidden, m.norm_eps, m.mask_limit
-        )
-        self.presence = PresenceGain(m.feature_dim, m.norm_eps) if m.presence_gain else None
-        self.speaker_classifier = (
-            SpeakerClassifier(len(self.layout), m.feature_dim, m.speaker_classes, m.norm_eps)
-            if m.speaker_classes > 0
-            else None
+            self.layout, num_bins, m.feature_dim, m.decoder_hidden, m.norm_eps
         )
         self.speaker_embedding = (
             GE2EConditioning(cfg.audio.sample_rate, m.feature_dim)
@@ -130,16 +126,12 @@ class Generator(nn.Module):
         self,
         mix: torch.Tensor,
         ref: torch.Tensor | None,
-        speaker_logits: bool = False,
         cues: ReferenceCues | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    ) -> torch.Tensor:
         """``mix (B, L)``, ``ref (B, L_ref)`` float -> estimate ``(B, L)`` float32.
 
         ``cues`` (from :meth:`reference_cues`, batch B) replace ``ref``: the enrollment is
-        then not encoded again. With ``speaker_logits`` (training, ``model.speaker_classes >
-        0``) returns ``(estimate, logits (B, classes))``: the classifier scores the
-        enrollment's features before conditioning dropout, so a dropped reference still
-        trains the encoder.
+        then not encoded again.
         """
         if cues is None:
             if ref is None or mix.dim() != 2 or ref.dim() != 2 or mix.shape[0] != ref.shape[0]:
@@ -158,14 +150,9 @@ class Generator(nn.Module):
         r = drop_reference(cues.features, self.ref_dropout_prob, self.training)
         x = self.conditioned_features(spec, r, cues.mels)
         x = self.backbone(x, r)
-        mask = self.mask_from(x)
+        mask = self.decoder(x)
         with torch.autocast(device_type=mix.device.type, enabled=False):
-            estimate = self.stft.inverse(spec * mask, length)
-        if not speaker_logits:
-            return estimate
-        if self.speaker_classifier is None:
-            raise ValueError("speaker_logits=True needs model.speaker_classes > 0")
-        return estimate, self.speaker_classifier(cues.features)
+            return self.stft.inverse(spec * mask, length)
 
     # The frame-wise parts around the backbone (they see one frame at a time, so a streaming
     # runner calls them on any run of frames).
@@ -186,13 +173,6 @@ class Generator(nn.Module):
         if self.speaker_embedding is not None:
             x = self.speaker_embedding.forward_mels(x, mels)
         return x
-
-    def mask_from(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone output ``(K, B, T, D)`` -> complex mask ``(B, F, T)``."""
-        mask = self.decoder(x)
-        if self.presence is not None:
-            mask = mask * self.presence(x)[:, None, :]
-        return mask
 
 
 def build_generator(cfg: Config) -> Generator:

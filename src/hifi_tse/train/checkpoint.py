@@ -56,6 +56,7 @@ class TrainState:
     nonfinite_total: int = 0
     nonfinite_consecutive: int = 0
     elapsed_seconds: float = 0.0
+    budget_seconds: float = 0.0  # train.budget_minutes spent so far, s (wall clock)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +69,7 @@ class TrainState:
             "nonfinite_total": self.nonfinite_total,
             "nonfinite_consecutive": self.nonfinite_consecutive,
             "elapsed_seconds": self.elapsed_seconds,
+            "budget_seconds": self.budget_seconds,
         }
 
     @classmethod
@@ -83,6 +85,7 @@ class TrainState:
             nonfinite_total=int(d["nonfinite_total"]),
             nonfinite_consecutive=int(d["nonfinite_consecutive"]),
             elapsed_seconds=float(d["elapsed_seconds"]),
+            budget_seconds=float(d.get("budget_seconds", 0.0)),
         )
 
     def reset_patience(self) -> None:
@@ -208,6 +211,19 @@ def numbered_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
         if m:
             found.append((int(m.group(1)), p))
     return sorted(found)
+
+
+def remove_partial_checkpoints(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that died before their rename.
+
+    A writer killed mid-save (SIGKILL, a lost node) leaves ``.checkpoint_*.tmp.pt`` beside
+    the good files (see :func:`hifi_tse.utils.atomic_path`); they are never read, only large.
+    Returns the deleted paths. Call it only while no process of the run is writing.
+    """
+    partial = sorted(Path(run_dir).glob(".checkpoint_*.tmp.pt"))
+    for p in partial:
+        p.unlink(missing_ok=True)
+    return partial
 
 
 def resolve_resume(resume: str, run_dir: Path) -> Path:

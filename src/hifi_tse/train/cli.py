@@ -7,9 +7,6 @@ torchrun --nproc_per_node=4 -m hifi_tse train --config configs/hifi_tse.yaml ...
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import sys
 from pathlib import Path
 
 import torch
@@ -74,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hifi_tse.train.logging_utils import configure_console_logging
     from hifi_tse.train.trainer import TrainOptions, train
 
     if (args.reset_optimizer or args.reset_patience) and not args.resume:
@@ -82,13 +80,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--init-from starts a new run; it cannot be combined with --resume")
     if args.max_minutes is not None and args.max_minutes <= 0:
         raise UserError(f"--max-minutes: expected a positive number, got {args.max_minutes}")
-    rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
-        format="%(message)s",
-        stream=sys.stdout,
-        force=True,
-    )
+    configure_console_logging()
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads: expected a positive integer, got {args.threads}")

@@ -60,8 +60,36 @@ def init_distributed(requested_device: str | None) -> DistInfo:
     if world_size > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        join_process_group("nccl" if device.type == "cuda" else "gloo", rank, world_size)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def join_process_group(backend: str, rank: int, world_size: int) -> None:
+    """``init_process_group`` for a process started by torchrun (its env holds the rest)."""
+    dist.init_process_group(
+        backend=backend, store=_restart_scoped_store(world_size), rank=rank, world_size=world_size
+    )
+
+
+def _restart_scoped_store(world_size: int) -> dist.Store:
+    """The process group's store, with its keys scoped to this start of the worker group.
+
+    torchrun's agents share their rendezvous store with the workers and keep it across
+    ``--max-restarts`` restarts, and torch adds no per-restart prefix on that path: a
+    restarted group could then read a dead worker's address and fail to connect (measured
+    here: 1 restart in 3 failed so; torch issue 135712). ``TORCHELASTIC_RESTART_COUNT`` is
+    the same on every rank of one start and differs between starts.
+    """
+    base = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size,
+        is_master=os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+        and os.environ.get("RANK", "0") == "0",
+        timeout=dist.constants.default_pg_timeout,
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"hifi-tse/start_{attempt}", base)
 
 
 def shutdown_distributed() -> None:
@@ -80,6 +108,14 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     """True when ``flag`` is true on at least one rank (so all ranks take the same branch)."""
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     return bool(all_reduce_sum(value).item() > 0)
+
+
+def rank0_value(value: float, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (clocks differ a little between processes)."""
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast(tensor, src=0)
+    return float(tensor.item())
 
 
 def gather_objects(obj: Any) -> list[Any]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,17 @@ from hifi_tse.utils import atomic_write_text
 
 LOG = logging.getLogger("hifi_tse.train")
 METRICS_NAME = "metrics.jsonl"
+
+
+def configure_console_logging() -> None:
+    """Training's console lines on stdout: INFO on global rank 0, warnings only elsewhere."""
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(message)s",
+        stream=sys.stdout,
+        force=True,
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -63,8 +76,14 @@ def format_train_line(record: dict[str, Any], total_steps: int) -> str:
         for k in sorted(record)
         if k.startswith("loss/") and k != "loss/rms_ratio"  # shown once, below
     )
+    position = record.get("schedule_step", record["step"])
+    where = (
+        f"step {record['step']:>7d}/{total_steps}"
+        if position == record["step"]
+        else f"step {record['step']:>7d} (schedule {position}/{total_steps})"
+    )
     return (
-        f"step {record['step']:>7d}/{total_steps} phase {record['phase']} | {terms} | "
+        f"{where} phase {record['phase']} | {terms} | "
         f"rms_ratio={record.get('rms_ratio', float('nan')):.3f} lr={record['lr']:.3e} "
         f"gnorm={record['grad_norm_before']:.3g}->{record['grad_norm_after']:.3g} | "
         f"{record['step_time']:.3f}s/step {record['examples_per_s']:.1f} ex/s "

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from hifi_tse.config import Config
@@ -113,32 +112,6 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     }
 
 
-def _add_speaker_term(
-    total: torch.Tensor,
-    terms: dict[str, torch.Tensor],
-    logits: torch.Tensor,
-    speaker_index: torch.Tensor,
-    weight: float,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``total + weight * CE(logits (B, C), speaker_index (B,))``; logs ``speaker`` (the
-    cross-entropy, nats) and ``speaker_acc`` (top-1 accuracy on the batch)."""
-    known = speaker_index >= 0
-    if not bool(known.any()):
-        return total, terms
-    if int(speaker_index.max()) >= logits.shape[-1]:
-        raise ValueError(
-            f"speaker index {int(speaker_index.max())} >= model.speaker_classes "
-            f"({logits.shape[-1]}): the training split has more speakers than the classifier"
-        )
-    ce = F.cross_entropy(logits[known], speaker_index[known])
-    total = total + weight * ce
-    terms = dict(terms)
-    terms["speaker"] = ce.detach()
-    terms["speaker_acc"] = (logits[known].argmax(-1) == speaker_index[known]).float().mean()
-    terms["total"] = total.detach()
-    return total, terms
-
-
 def train_step(mods: StepModules, micro_batches: list[dict[str, Any]], stage: Stage) -> StepResult:
     """Run one optimiser step over ``micro_batches`` (``grad_accum_steps`` batch dicts)."""
     from hifi_tse.losses.adversarial import AdversarialInputs
@@ -163,10 +136,6 @@ def train_step(mods: StepModules, micro_batches: list[dict[str, Any]], stage: St
         sums[key] = sums.get(key, 0.0) + value
         counts[key] = counts.get(key, 0) + 1
 
-    lambda_speaker = cfg.loss_weights.lambda_speaker
-    # Whenever the classifier exists it runs (weight 0 only logs it), so under DDP every
-    # parameter receives a gradient each step.
-    with_speaker = unwrap(gen).speaker_classifier is not None
     finite = True
     est_rms = tgt_rms = 0.0
     tp = ta = 0
@@ -181,10 +150,7 @@ def train_step(mods: StepModules, micro_batches: list[dict[str, Any]], stage: St
                 with torch.autocast(
                     device_type=mods.device.type, dtype=torch.bfloat16, enabled=mods.autocast
                 ):
-                    if with_speaker:
-                        est, logits = gen(mix, ref, speaker_logits=True)
-                    else:
-                        est = gen(mix, ref)
+                    est = gen(mix, ref)
                 est = est.float()  # losses in fp32
 
             if use_disc:
@@ -204,10 +170,6 @@ def train_step(mods: StepModules, micro_batches: list[dict[str, Any]], stage: St
                     adv = AdversarialInputs(real_feats, disc(est), stage.adv_scale)
             with grad_ctx:
                 total, terms = mods.objective(est, target, present, stage.phase, adv)
-                if with_speaker:
-                    total, terms = _add_speaker_term(
-                        total, terms, logits, batch["speaker_index"], lambda_speaker
-                    )
                 finite &= bool(torch.isfinite(total))
                 if update_gen:
                     (total / n_micro).backward()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from hifi_tse.config import Config, config_from_dict, save_config
+from hifi_tse.config import RETIRED_KEYS, Config, config_from_dict, save_config
 from hifi_tse.errors import UserError
 from hifi_tse.schedules import PHASE_TP_TA
 from hifi_tse.train.checkpoint import (
@@ -40,6 +40,7 @@ from hifi_tse.train.checkpoint import (
     numbered_checkpoints,
     numbered_name,
     phase_boundary_steps,
+    remove_partial_checkpoints,
     resolve_resume,
     restore_rng_state,
     rotate_checkpoints,
@@ -52,6 +53,7 @@ from hifi_tse.train.distributed import (
     barrier,
     gather_objects,
     init_distributed,
+    rank0_value,
     shutdown_distributed,
     wrap_ddp,
 )
@@ -63,7 +65,7 @@ from hifi_tse.train.logging_utils import (
     truncate_metrics,
 )
 from hifi_tse.train.monitor import HealthMonitor
-from hifi_tse.train.schedule import lr_at
+from hifi_tse.train.schedule import TimeBudget, crossed, lr_at
 from hifi_tse.train.step import StepModules, StepResult, set_lr, train_step
 from hifi_tse.train.validation import preserved_rng, should_stop_early, update_best, validate
 
@@ -107,6 +109,8 @@ def merge_architecture(user_cfg: Config, ckpt_cfg: dict[str, Any]) -> tuple[Conf
         for key, value in ckpt_cfg[section].items():
             if section == "model" and key in MODEL_TRAIN_KEYS:
                 continue
+            if f"{section}.{key}" in RETIRED_KEYS:
+                continue  # a checkpoint from before the key left: it holds the fixed value
             if merged[section].get(key) != value:
                 changed.append(f"{section}.{key}")
             merged[section][key] = value
@@ -216,6 +220,9 @@ class Trainer:
         )
         for message in loss_warnings:
             self.log.warning(message, step=0)
+        if self.dist.is_main and opts.resume:
+            for partial in remove_partial_checkpoints(self.run_dir):
+                self.log.info(f"removed {partial.name}: a checkpoint write that did not finish")
         if arch_changed:
             self.log.info(f"architecture taken from the checkpoint: {', '.join(arch_changed)}")
 
@@ -249,6 +256,11 @@ class Trainer:
         self._interval_start = time.perf_counter()
         self._saved_at = -1
         self._validated_at = -1
+        # Schedule position (LR, phases, curricula, validation and save points): the step,
+        # or under train.budget_minutes the share of the budget spent (TimeBudget).
+        self.budget: TimeBudget | None = None
+        self.position = self.state.step
+        self._phase = stage_at(max(self.position - 1, 0), cfg).phase
 
     # ------------------------------------------------------------------ setup
 
@@ -372,19 +384,15 @@ class Trainer:
             rank=info.rank,
             examples_per_step=self.examples_per_step,
         )
-        speakers = len(train_set.sources.speakers)
-        if 0 < cfg.model.speaker_classes < speakers:
-            raise UserError(
-                f"model.speaker_classes: expected >= {speakers} (the speakers of "
-                f"{self.data_dir / 'manifest_train.jsonl'} with 2+ utterances), "
-                f"got {cfg.model.speaker_classes}"
-            )
         workers = cfg.data.num_workers
         self.train_loader = DataLoader(
             train_set,
             batch_size=cfg.train.batch_size,
             # The stream is pure in the index: resuming = starting at step * examples_per_step.
-            sampler=InfiniteSampler(start_index=self.state.step * self.examples_per_step),
+            sampler=InfiniteSampler(
+                start_index=self.state.step * self.examples_per_step,
+                position=(lambda: self.position) if cfg.train.budget_minutes > 0 else None,
+            ),
             collate_fn=collate_batch,
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
@@ -422,15 +430,22 @@ class Trainer:
             f"{self.examples_per_step * self.dist.world_size} examples/step"
         )
         self.log.jsonl({"kind": "event", "event": "start", "step": self.state.step})
-        stop_reason = "steps"
+        if cfg.train.budget_minutes > 0:
+            self.budget = TimeBudget(
+                cfg.train.budget_minutes, cfg.train.steps, self.state.budget_seconds
+            )
+            self.position = self.budget.position(self.budget.progress())
+        stop_reason = "budget" if self.budget is not None else "steps"
         stop_signal = _StopSignal()
         try:
-            while self.state.step < cfg.train.steps:
+            while self.position < cfg.train.steps:
+                before = self.position
                 self.run_one_step()
-                step = self.state.step
-                if step % cfg.train.val_interval == 0:
+                step, after = self.state.step, self.position
+                if crossed(before, after, cfg.train.val_interval):
                     self.validate_and_select()
-                if step % cfg.train.save_interval == 0 or step in self.boundaries:
+                boundary = any(before < b <= after for b in self.boundaries)
+                if crossed(before, after, cfg.train.save_interval) or boundary:
                     self.save(numbered=True)
                 if should_stop_early(self.state, cfg.train.patience):
                     stop_reason = "early_stop"
@@ -457,6 +472,15 @@ class Trainer:
             self.log.close()
         return 0
 
+    def advance_position(self) -> None:
+        """After a step: the schedule position is the step, or follows the time budget."""
+        if self.budget is None:
+            self.position = self.state.step
+            return
+        progress = rank0_value(self.budget.progress(), self.device)
+        self.state.budget_seconds = progress * self.budget.seconds
+        self.position = self.budget.position(progress)
+
     def next_micro_batches(self) -> list[dict[str, Any]]:
         batches = [next(self.train_iter) for _ in range(self.cfg.train.grad_accum_steps)]
         self._last_data = {
@@ -468,8 +492,9 @@ class Trainer:
     def run_one_step(self) -> StepResult:
         """Fetch data, run :func:`train_step` at the current step, count and log it."""
         cfg, state = self.cfg, self.state
-        stage = stage_at(state.step, cfg)
-        lr = lr_at(state.step, cfg.train)
+        stage = stage_at(self.position, cfg)
+        lr = lr_at(self.position, cfg.train)
+        self._phase = stage.phase
         set_lr(self.optimizer, lr)
         t0 = time.perf_counter()
         result = train_step(self.mods, self.next_micro_batches(), stage)
@@ -480,8 +505,9 @@ class Trainer:
         else:
             self._record_nonfinite(result)
         state.step += 1
+        self.advance_position()
         self._interval.append(result)
-        if state.step % cfg.train.log_interval == 0 or state.step == cfg.train.steps:
+        if state.step % cfg.train.log_interval == 0 or self.position >= cfg.train.steps:
             self.log_interval(stage.phase, lr, stage.noisy_ref_prob, stage.adv_scale)
         return result
 
@@ -529,7 +555,8 @@ class Trainer:
                 "grad_norm_after": mean("grad_norm_after"),
                 "step_time": step_time,
                 "examples_per_s": examples / wall if wall > 0 else math.nan,
-                "eta_s": step_time * (self.cfg.train.steps - self.state.step),
+                "eta_s": self._eta_seconds(step_time),
+                "schedule_step": self.position,
                 "noisy_ref_prob": noisy_ref_prob,
                 "adv_scale": adv_scale,
                 "tp_per_batch": float(np.mean([r.tp_count for r in results])),
@@ -542,6 +569,11 @@ class Trainer:
         self.log.jsonl(record)
         scalars = {k.replace("/", "_"): v for k, v in record.items() if k not in ("kind", "step")}
         self.log.scalars("train", scalars, self.state.step)
+
+    def _eta_seconds(self, step_time: float) -> float:
+        if self.budget is not None:
+            return max(self.budget.seconds - self.state.budget_seconds, 0.0)
+        return step_time * (self.cfg.train.steps - self.state.step)
 
     # ------------------------------------------------------------------ validation
 
@@ -589,7 +621,7 @@ class Trainer:
         step = self.state.step
         metrics = self.validate()
         metrics["step"] = step
-        phase = stage_at(max(step - 1, 0), self.cfg).phase
+        phase = self._phase
         band = (self.cfg.health.rms_ratio_low, self.cfg.health.rms_ratio_high)
         improved = update_best(self.state, metrics, phase >= PHASE_TP_TA, healthy_band=band)
         self._validated_at = step

@@ -142,8 +142,6 @@ def validate(
     loss_m, sdr_m, sdri_m, rms_m, ta_m = (_Moments() for _ in range(5))
     # Fixed list (depends on config only) so every rank reduces the same vector.
     names = ["sep", "phase", "amp", "ta_energy"]
-    if cfg.loss_weights.lambda_mrstft > 0:
-        names.append("mrstft")
     term_sums = dict.fromkeys(names, 0.0)
     audio: list[dict[str, np.ndarray]] = []
     for batch in batches:
