@@ -180,7 +180,8 @@ def test_crops_equal_the_slice_of_the_full_read_for_every_storage(tmp_path: Path
 def test_packs_without_a_storage_attribute_load_as_float32(tmp_path: Path) -> None:
     speech = speech_tree(tmp_path / "speech", SR, "PCM_16")
     out = tmp_path / "packs"
-    run_prepare([(speech, None)], out, noise=[make_noise_tree(tmp_path / "noise")])
+    noise = [make_noise_tree(tmp_path / "noise")]
+    run_prepare([(speech, None)], out, noise=noise, storage="float32")
     rows = all_rows(out)
     before = {(r["pack"], r["key"]): PackReader(out).read(r["pack"], r["key"]) for r in rows}
     packs = sorted((out / "packs").rglob("*.h5"))
@@ -196,7 +197,7 @@ def test_packs_without_a_storage_attribute_load_as_float32(tmp_path: Path) -> No
         )
     # float32 plans kept their old digest: such packs are reused, not rewritten.
     mtimes = {p: p.stat().st_mtime_ns for p in packs}
-    again = run_prepare([(speech, None)], out, noise=[make_noise_tree(tmp_path / "noise")])
+    again = run_prepare([(speech, None)], out, noise=noise)  # no --storage: keeps float32
     assert again["packs_written"] == 0 and again["packs_reused"] == len(packs)
     assert all(p.stat().st_mtime_ns == mtimes[p] for p in packs)
 
@@ -206,19 +207,22 @@ def test_another_storage_changes_the_plan_and_rewrites_the_packs(tmp_path: Path)
     noise = [make_noise_tree(tmp_path / "noise")]
     out = tmp_path / "packs"
     first = run_prepare([(speech, None)], out, noise=noise)
+    assert first["storage"] == "int16"  # the default for a new packs folder
     n_packs = first["packs_written"]
     assert n_packs >= 2 and first["packs_reused"] == 0
     manifest = (out / "manifest_train.jsonl").read_text()
     ref = {(r["pack"], r["key"]): PackReader(out).read(r["pack"], r["key"]) for r in all_rows(out)}
-    for storage, written in (
-        ("int16", n_packs),
-        ("int16", 0),
-        ("flac", n_packs),
-        ("float32", n_packs),
+    for storage, written, expected in (
+        ("int16", 0, "int16"),
+        ("flac", n_packs, "flac"),
+        ("float32", n_packs, "float32"),
+        # no --storage: a re-run keeps the packs' storage instead of converting to the default
+        (None, 0, "float32"),
     ):
         report = run_prepare([(speech, None)], out, noise=noise, storage=storage)
         assert report["packs_written"] == written and report["packs_reused"] == n_packs - written
-        assert report["storage"] == storage
+        assert report["storage"] == expected
+        storage = expected
         assert {pack_storage(p) for p in (out / "packs").rglob("*.h5")} == {storage}
         assert (out / "manifest_train.jsonl").read_text() == manifest
         reader = PackReader(out)
@@ -283,3 +287,33 @@ def test_cli_prepare_int16_then_mix(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert ex.mix.dtype == np.float32 and ex.mix.shape == (SR,) and ex.ref.shape == (3 * SR // 4,)
     assert np.isfinite(ex.mix).all() and float(np.max(np.abs(ex.mix))) > 0
     assert float(np.max(np.abs(ex.target))) > 0  # phase 1: the target is present
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_prepare_train_evaluate_end_to_end(
+    storage: str, tmp_path: Path, one_thread: None, capsys: pytest.CaptureFixture
+) -> None:
+    """Each storage through the user's three commands: packs, a short run, its scores."""
+    import json
+
+    from conftest import TINY_SR, write_synthetic_corpus
+    from test_train_e2e import _cmd
+
+    speech, noise = write_synthetic_corpus(tmp_path / "corpus")
+    packs = tmp_path / "packs"
+    argv = ["prepare", "--speech", f"{speech}:folder", "--noise", str(noise), "--out", str(packs)]
+    argv += ["--sample-rate", str(TINY_SR), "--simulate-rirs", "2", "--min-seconds", "0.5"]
+    argv += ["--val-ratio", "0.25", "--test-ratio", "0.125", "--workers", "1", "--quiet"]
+    assert cli_main([*argv, "--storage", storage]) == 0
+    assert {pack_storage(p) for p in (packs / "packs").rglob("*.h5")} == {storage}
+    run = tmp_path / "run"
+    sets = ("train.steps=2", "train.phase1_steps=1", "train.val_interval=2")
+    assert cli_main(_cmd(packs, run, *sets)) == 0
+    out = tmp_path / "eval"
+    evaluate = ["evaluate", "--checkpoint", str(run / "checkpoint_final.pt"), "--data", str(packs)]
+    evaluate += ["--examples", "4", "--out", str(out), "--no-perceptual"]
+    assert cli_main([*evaluate, "--no-speaker-similarity"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tp"]["count"] + metrics["ta"]["count"] == 4
+    assert np.isfinite(metrics["tp"]["si_sdr"]["mean"])
+    capsys.readouterr()

@@ -37,7 +37,7 @@ from torch.utils.data import Dataset, Sampler
 from hifi_tse.config import Config
 from hifi_tse.data.example import Example
 from hifi_tse.data.mixer import MIXER_FORMAT_VERSION, Sources, mix_example
-from hifi_tse.data.store import LEGACY_STORAGE, manifest_path
+from hifi_tse.data.store import LEGACY_STORAGE, manifest_path, recorded_storage
 from hifi_tse.schedules import PHASE_TP, phase_at
 from hifi_tse.utils import atomic_path
 
@@ -320,8 +320,4 @@ def _attr(value: Any) -> Any:
 
 def _pack_storage(packs_dir: Path) -> str:
     """The storage ``prepare_report.json`` names (reports from before storages: float32)."""
-    path = Path(packs_dir) / "prepare_report.json"
-    try:
-        return str(json.loads(path.read_text()).get("storage", LEGACY_STORAGE))
-    except (OSError, ValueError):
-        return LEGACY_STORAGE
+    return recorded_storage(packs_dir) or LEGACY_STORAGE

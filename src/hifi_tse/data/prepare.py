@@ -47,7 +47,7 @@ from tqdm import tqdm
 from hifi_tse.audio.io import resample, to_mono
 from hifi_tse.config import DataConfig
 from hifi_tse.data.layouts import AudioFile, SpeechSource, scan_pattern, scan_plain, scan_speech
-from hifi_tse.data.rir import normalise_rir, simulate_rir
+from hifi_tse.data.rir import TAIL_WINDOW_MS, WALL_MARGIN_M, normalise_rir, simulate_rir
 from hifi_tse.data.store import (
     DEFAULT_STORAGE,
     LEGACY_STORAGE,
@@ -55,6 +55,7 @@ from hifi_tse.data.store import (
     PackWriter,
     check_storage,
     read_pack_meta,
+    recorded_storage,
     write_manifest,
 )
 from hifi_tse.data.voice_variants import (
@@ -199,7 +200,7 @@ def prepare_corpus(
     *,
     data_cfg: DataConfig | None = None,
     progress: bool = True,
-    storage: str = DEFAULT_STORAGE,
+    storage: str | None = None,
 ) -> dict[str, Any]:
     """Prepare a packs dir from audio folders; returns the report (also written to disk).
 
@@ -219,12 +220,14 @@ def prepare_corpus(
         progress: show a tqdm bar (files/s) on stderr.
         storage: how packs hold the audio: ``float32``, ``int16`` (per-file scale; exact for
             16-bit sources at ``sample_rate``) or ``flac`` (16-bit for such sources, else
-            24-bit; per-file scale), see :mod:`hifi_tse.data.store`.
+            24-bit; per-file scale), see :mod:`hifi_tse.data.store`. None: the storage of
+            the packs already in ``out`` (a re-run never converts them unasked), else
+            ``DEFAULT_STORAGE``.
     """
     t0 = time.perf_counter()
     data_cfg = data_cfg or DataConfig()
     out = Path(out)
-    check_storage(storage)
+    storage = check_storage(storage or recorded_storage(out) or DEFAULT_STORAGE)
     _check_arguments(bool(speech), bool(rir), simulate_rirs, val_ratio, test_ratio, data_cfg)
 
     scan = _scan_sources(speech, noise, rir, simulate_rirs)
@@ -570,6 +573,8 @@ def _plan_packs(
                 plan["storage"] = storage
             if source == SIMULATED_SOURCE:
                 sim_keys = {k: v for k, v in dataclasses.asdict(data_cfg).items() if "sim" in k}
+                # once config keys, now constants: the digests of existing packs stay valid
+                sim_keys.update(sim_wall_margin=WALL_MARGIN_M, sim_tail_window_ms=TAIL_WINDOW_MS)
                 plan.update(seed=seed, sim=sim_keys, max_rir_seconds=data_cfg.max_rir_seconds)
             digest = hashlib.sha1(json.dumps(plan, sort_keys=True).encode()).hexdigest()
             packs.append(

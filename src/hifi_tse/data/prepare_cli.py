@@ -68,8 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage",
         choices=STORAGES,
-        default=DEFAULT_STORAGE,
-        help="how packs hold the audio: float32; int16 with a per-file scale (exact for "
+        default=None,
+        help=f"how packs hold the audio (default: the storage of the packs already in --out, "
+        f"else {DEFAULT_STORAGE}: half of float32's disk for 7%% of its mixing rate): "
+        "float32; int16 with a per-file scale (exact for "
         "16-bit sources at the pack rate, no clipping above full scale); flac (lossless "
         "16-bit for such sources, else 24-bit, per-file scale). Another storage than an "
         "existing packs folder's rewrites its packs",

@@ -247,6 +247,17 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
             if checkpoint is not None:
                 truncate_metrics(self.log.metrics_path, self.state.step)
+        # Schedule position (LR, phases, curricula, validation and save points): the step,
+        # or under train.budget_minutes the share of the budget spent (TimeBudget).
+        # Set before the data: a sampler that follows the budget reads it from the start.
+        self.budget: TimeBudget | None = None
+        self.position = self.state.step
+        if cfg.train.budget_minutes > 0:
+            self.budget = TimeBudget(
+                cfg.train.budget_minutes, cfg.train.steps, self.state.budget_seconds
+            )
+            self.position = self.budget.position(self.budget.progress())
+        self._phase = stage_at(max(self.position - 1, 0), cfg).phase
         self._build_data()
         # Restore RNG streams last: building loaders/models above may draw from them.
         if checkpoint is not None:
@@ -256,11 +267,6 @@ class Trainer:
         self._interval_start = time.perf_counter()
         self._saved_at = -1
         self._validated_at = -1
-        # Schedule position (LR, phases, curricula, validation and save points): the step,
-        # or under train.budget_minutes the share of the budget spent (TimeBudget).
-        self.budget: TimeBudget | None = None
-        self.position = self.state.step
-        self._phase = stage_at(max(self.position - 1, 0), cfg).phase
 
     # ------------------------------------------------------------------ setup
 
@@ -430,11 +436,6 @@ class Trainer:
             f"{self.examples_per_step * self.dist.world_size} examples/step"
         )
         self.log.jsonl({"kind": "event", "event": "start", "step": self.state.step})
-        if cfg.train.budget_minutes > 0:
-            self.budget = TimeBudget(
-                cfg.train.budget_minutes, cfg.train.steps, self.state.budget_seconds
-            )
-            self.position = self.budget.position(self.budget.progress())
         stop_reason = "budget" if self.budget is not None else "steps"
         stop_signal = _StopSignal()
         try:
