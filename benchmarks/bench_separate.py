@@ -64,8 +64,8 @@ def make_checkpoint(config: Path, path: Path) -> int:
     """Untrained generator of ``config`` in the shipped checkpoint format; returns its rate."""
     import torch
 
+    from hifi_tse.checkpoints import save_generator_checkpoint
     from hifi_tse.config import load_config
-    from hifi_tse.infer.loading import save_generator_checkpoint
     from hifi_tse.models.generator import build_generator
 
     cfg = load_config(config)

@@ -70,7 +70,7 @@ def tiny_config():
 def make_checkpoint(path: Path, perturb: float = 0.05, seed: int = 0, cfg=None) -> Path:
     """Untrained tiny generator in the shipped checkpoint format; ``perturb`` moves the
     decoder off its pass-through initialisation so the output is not the mixture."""
-    from hifi_tse.infer.loading import save_generator_checkpoint
+    from hifi_tse.checkpoints import save_generator_checkpoint
     from hifi_tse.models.generator import build_generator
 
     cfg = cfg or tiny_config()

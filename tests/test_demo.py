@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hifi_tse.checkpoints import save_generator_checkpoint
 from hifi_tse.cli import main
 from hifi_tse.config import load_config
 from hifi_tse.demo import (
@@ -17,7 +18,7 @@ from hifi_tse.demo import (
     demo_threads,
 )
 from hifi_tse.errors import UserError
-from hifi_tse.infer.loading import load_generator, save_generator_checkpoint
+from hifi_tse.infer.loading import load_generator
 from hifi_tse.models.generator import build_generator
 from hifi_tse.train.curves import loss_term_names, read_metrics, split_records
 

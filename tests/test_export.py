@@ -109,7 +109,7 @@ def _export_and_run(tmp_path, model, cfg, remove):
     """Export ``model`` to ONNX and run it and PyTorch on one two-talker clip; then
     ``remove(model)`` takes the feature under test away. Returns ONNX, PyTorch and
     PyTorch-without outputs ``(1, L)``."""
-    from hifi_tse.infer.loading import save_generator_checkpoint
+    from hifi_tse.checkpoints import save_generator_checkpoint
 
     save_generator_checkpoint(tmp_path / "m.pt", model, cfg, step=1)
     out = tmp_path / "m.onnx"

@@ -15,7 +15,7 @@ import pytest
 import torch
 from test_train_e2e import _cmd, _end, _env, _records
 
-from hifi_tse.train.checkpoint import (
+from hifi_tse.checkpoints import (
     load_checkpoint,
     numbered_checkpoints,
     remove_partial_checkpoints,
@@ -87,7 +87,7 @@ def test_sigkilled_rank_restarts_group_and_resumes_by_itself(tiny_packs: Path, t
 _SLOW_SAVE = """
 import sys, torch
 from pathlib import Path
-from hifi_tse.train.checkpoint import save_checkpoint
+from hifi_tse.checkpoints import save_checkpoint
 payload = {"format": "hifi-tse-checkpoint", "weights": torch.ones(int(sys.argv[2]))}
 save_checkpoint(Path(sys.argv[1]), payload)
 """

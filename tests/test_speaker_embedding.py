@@ -86,8 +86,9 @@ def test_switching_it_on_starts_from_the_same_model_and_only_the_projection_trai
 
 
 def test_checkpoints_carry_the_encoder_and_onnx_matches(tmp_path) -> None:
+    from hifi_tse.checkpoints import save_generator_checkpoint
     from hifi_tse.errors import UserError
-    from hifi_tse.infer.loading import load_generator, save_generator_checkpoint
+    from hifi_tse.infer.loading import load_generator
 
     model, cfg = ge2e_generator()
     with torch.no_grad():  # a projection that matters, and a mask that depends on it

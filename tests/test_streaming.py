@@ -8,8 +8,8 @@ import torch
 from eval_fixtures import SR, tiny_config, voice
 
 import hifi_tse
+from hifi_tse.checkpoints import save_generator_checkpoint
 from hifi_tse.errors import UserError
-from hifi_tse.infer.loading import save_generator_checkpoint
 from hifi_tse.infer.streaming import StreamingExtractor
 from hifi_tse.models.generator import build_generator
 

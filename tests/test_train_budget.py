@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from test_train_e2e import _cmd, _end, _records
 
+from hifi_tse.checkpoints import load_checkpoint
 from hifi_tse.cli import main
 from hifi_tse.data.datasets import InfiniteSampler
-from hifi_tse.train.checkpoint import load_checkpoint
-from hifi_tse.train.schedule import TimeBudget, crossed
+from hifi_tse.schedules import TimeBudget, crossed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -84,3 +84,36 @@ def test_budgeted_run_resumes_with_the_budget_it_has_left(tiny_packs: Path, tmp_
     rows = _records(run, "train")
     assert rows[-1]["schedule_step"] == 1000
     assert [r["schedule_step"] for r in rows] == sorted(r["schedule_step"] for r in rows)
+
+
+_API_RUN = """
+import sys
+from pathlib import Path
+from hifi_tse.config import load_config
+from hifi_tse.train.trainer import TrainOptions, train
+cfg = load_config(sys.argv[1], sys.argv[4:])
+train(TrainOptions(cfg=cfg, data_dir=Path(sys.argv[2]), run_dir=Path(sys.argv[3])))
+"""
+
+
+def test_a_budgeted_run_through_the_python_api_exits_with_its_workers(
+    tiny_packs: Path, tmp_path: Path
+):
+    """What ``hifi-tse demo`` does: ``train()`` in a process that then ends. Its data worker
+    ignores SIGTERM, so a worker the trainer left running would keep the process waiting."""
+    import subprocess
+    import sys
+
+    from test_train_e2e import FAST, TINY, _env
+
+    sets = [*FAST, *BUDGET, "train.budget_minutes=0.1", "data.num_workers=1"]
+    run = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-c", _API_RUN, TINY, str(tiny_packs), str(run), *sets],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _end(run)["reason"] == "budget"

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from hifi_tse.checkpoints import capture_rng_state, load_checkpoint
 from hifi_tse.cli import main
 from hifi_tse.config import load_config
 from hifi_tse.errors import UserError
-from hifi_tse.train.checkpoint import capture_rng_state, load_checkpoint
-from hifi_tse.train.schedule import lr_at
+from hifi_tse.schedules import lr_at
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from hifi_tse.checkpoints import TrainState
 from hifi_tse.config import load_config
 from hifi_tse.losses.adversarial import GANLoss
 from hifi_tse.losses.objective import Objective
 from hifi_tse.models.discriminator import Discriminators
 from hifi_tse.models.generator import build_generator
-from hifi_tse.train.checkpoint import TrainState
-from hifi_tse.train.curriculum import stage_at
+from hifi_tse.schedules import stage_at
 from hifi_tse.train.ema import EMA
 from hifi_tse.train.logging_utils import RunLogger
 from hifi_tse.train.step import StepModules, train_step

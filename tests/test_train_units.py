@@ -15,9 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from hifi_tse.config import config_from_dict, load_config
-from hifi_tse.errors import UserError
-from hifi_tse.train.checkpoint import (
+from hifi_tse.checkpoints import (
     TrainState,
     build_checkpoint,
     capture_rng_state,
@@ -29,9 +27,11 @@ from hifi_tse.train.checkpoint import (
     rotate_checkpoints,
     save_checkpoint,
 )
+from hifi_tse.config import config_from_dict, load_config
+from hifi_tse.errors import UserError
+from hifi_tse.schedules import lr_at
 from hifi_tse.train.ema import EMA
 from hifi_tse.train.monitor import HealthMonitor
-from hifi_tse.train.schedule import lr_at
 from hifi_tse.train.trainer import check_loss_safety, merge_architecture
 from hifi_tse.train.validation import _Moments, preserved_rng, should_stop_early, update_best
 

@@ -27,3 +27,22 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path):
         raise RuntimeError("killed mid-write")
     assert target.read_text() == "complete"
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_one_device_resolver_for_cli_api_and_trainer():
+    import torch
+
+    from hifi_tse.devices import resolve_device
+    from hifi_tse.errors import UserError
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(UserError, match="--device tpu: expected cpu, cuda or cuda:N"):
+        resolve_device("tpu")
+    if torch.cuda.is_available():
+        assert resolve_device("cuda", local_rank=0) == torch.device("cuda", 0)
+        assert resolve_device(None).type == "cuda"
+    else:
+        assert resolve_device(None) == torch.device("cpu")
+        for name in ("cuda", "cuda:1"):
+            with pytest.raises(UserError, match=f"--device {name}: CUDA is not available"):
+                resolve_device(name)

@@ -187,12 +187,8 @@ class Extractor:
         ``batch_chunks``."""
         import torch
 
-        from hifi_tse.infer.loading import (
-            TorchChunkFn,
-            check_precision,
-            load_generator,
-            resolve_device,
-        )
+        from hifi_tse.devices import resolve_device
+        from hifi_tse.infer.loading import TorchChunkFn, check_precision, load_generator
 
         if threads is not None:
             torch.set_num_threads(threads)

@@ -212,9 +212,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score ``checkpoint`` on the corpus's held-out ``voices`` test talkers (the fixed draw
     of :data:`EVAL_SEED`, with the wrong-reference check); writes a report to ``out``."""
+    from hifi_tse.checkpoints import read_checkpoint
     from hifi_tse.eval.cli import eval_options
     from hifi_tse.eval.evaluate import evaluate_checkpoint
-    from hifi_tse.infer.loading import read_checkpoint
 
     cfg = config_from_dict(read_checkpoint(checkpoint)["config"])
     metrics = evaluate_checkpoint(

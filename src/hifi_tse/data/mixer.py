@@ -192,6 +192,228 @@ def _speed_factor(cfg: Config, rng: np.random.Generator, augment: bool) -> float
     return float(rng.uniform(*d.speed_range)) if augment and d.speed_perturb else 1.0
 
 
+@dataclass
+class _Scene:
+    """Stage 1 of :func:`mix_example`: who talks and which utterances (no audio yet)."""
+
+    target_present: bool
+    num_interferers: int
+    speakers: np.ndarray  # (1 + num_interferers,) speaker indices, the target first
+    target_utterance: int  # index among the target speaker's utterances
+    ref_utterance: int
+    difficulty: float  # easy-to-hard position, 0..1
+    noisy_ref_prob: float
+
+
+@dataclass
+class _Talkers:
+    """Stage 2: the target and interferer signals at the segment length, reverberated."""
+
+    target: np.ndarray
+    target_info: dict[str, Any]
+    target_factor: float  # speed factor of the target talker, shared by the enrollment
+    interferers: list[np.ndarray]
+    interferer_infos: list[dict[str, Any]]
+
+
+@dataclass
+class _Enrollment:
+    """Stage 5: the enrollment clip and how it was degraded."""
+
+    ref: np.ndarray
+    info: dict[str, Any]
+    noisy: bool
+    snr_db: float | None
+    noise_id: str | None
+
+
+def _draw_scene(
+    cfg: Config,
+    sources: Sources,
+    rng: np.random.Generator,
+    phase: int,
+    step: int | None,
+    target_present: bool | None,
+) -> _Scene:
+    d = cfg.data
+    difficulty = 1.0 if step is None else difficulty_at(step, d)
+    p_noisy_ref = d.noisy_ref_prob if step is None else noisy_ref_prob_at(step, d)
+    if phase < PHASE_TP_TA:
+        if target_present is False:
+            raise ValueError("mix_example: target-absent examples are not allowed in phase 1")
+        target_present = True
+    elif target_present is None:
+        target_present = bool(rng.random() >= d.ta_ratio)
+    n_lo, n_hi = d.num_interferers
+    n_hi_now = n_lo + int(round(difficulty * (n_hi - n_lo)))
+    n_int = int(rng.integers(n_lo, n_hi_now + 1))
+    if not target_present:
+        n_int = max(n_int, 1)  # a TA mixture still has someone talking
+    n_int = min(n_int, len(sources.speakers) - 1)
+    speakers = rng.choice(len(sources.speakers), size=1 + n_int, replace=False)
+    i_tgt, i_ref = rng.choice(len(sources.utterances[int(speakers[0])]), size=2, replace=False)
+    return _Scene(target_present, n_int, speakers, int(i_tgt), int(i_ref), difficulty, p_noisy_ref)
+
+
+def _render_talkers(
+    cfg: Config,
+    sources: Sources,
+    scene: _Scene,
+    rng: np.random.Generator,
+    length: int,
+    augment: bool,
+) -> _Talkers:
+    d = cfg.data
+    # One factor for the target talker, shared by its enrollment (drawn for TA too).
+    target_factor = _speed_factor(cfg, rng, augment)
+    target = np.zeros(length, dtype=np.float32)
+    t_info: dict[str, Any] = {"uid": None, "speed": None, "rir": None}
+    if scene.target_present:
+        clip = sources.utterances[int(scene.speakers[0])][scene.target_utterance]
+        target, t_info = _render_talker(
+            cfg, sources, clip, length, rng, factor=target_factor, reverb_prob=d.rir_prob
+        )
+    interferers, i_infos = [], []
+    for s in scene.speakers[1:]:
+        utts = sources.utterances[int(s)]
+        clip = utts[int(rng.integers(len(utts)))]  # drawn before the talker's speed factor
+        y, info = _render_talker(
+            cfg,
+            sources,
+            clip,
+            length,
+            rng,
+            factor=_speed_factor(cfg, rng, augment),
+            reverb_prob=d.rir_prob,
+        )
+        interferers.append(y)
+        i_infos.append(info)
+    return _Talkers(target, t_info, target_factor, interferers, i_infos)
+
+
+def _set_interferer_levels(
+    cfg: Config, talkers: _Talkers, target_present: bool, rng: np.random.Generator, floor: float
+) -> list[float | None]:
+    """Scale each interferer to a drawn SIR against the target (TA: against the first
+    interferer, which keeps its level); returns the SIRs, dB (None for that anchor)."""
+    interferers = talkers.interferers
+    anchor = talkers.target if target_present else interferers[0]
+    sirs: list[float | None] = []
+    for k in range(len(interferers)):
+        if not target_present and k == 0:
+            sirs.append(None)
+            continue
+        sir = float(rng.uniform(*cfg.data.sir_db))
+        interferers[k] = interferers[k] * gain_for_ratio(anchor, interferers[k], sir, floor)
+        sirs.append(sir)
+    return sirs
+
+
+def _add_noise(
+    cfg: Config,
+    sources: Sources,
+    speech: np.ndarray,
+    difficulty: float,
+    rng: np.random.Generator,
+    floor: float,
+) -> tuple[np.ndarray, np.ndarray, float, str | None]:
+    """Noise at an SNR relative to ALL speech in the mixture (TA: the interferer sum):
+    ``(mix, noise, snr_db, noise_id)``; no noise gives ``snr_db = inf``.
+
+    SNR_dB = 10 log10(P_speech / P_noise_scaled), with P = mean square over the segment.
+    mix_at_snr scales the noise by g = sqrt(P_speech / (P_noise * 10^(SNR_dB / 10))), so the
+    realised SNR equals the drawn value exactly (before the clip guard, which scales speech
+    and noise together and keeps the ratio).
+    """
+    d = cfg.data
+    snr_lo = _lerp(d.easy_snr_db[0], d.snr_db[0], difficulty)
+    snr_hi = _lerp(d.easy_snr_db[1], d.snr_db[1], difficulty)
+    if sources.noise and rng.random() < d.noise_prob:
+        snr_db = float(rng.uniform(snr_lo, snr_hi))
+        clip, noise_id = _noise_segment(sources, len(speech), rng)
+        mix, noise = mix_at_snr(speech, clip, snr_db, floor)
+        return mix, noise, snr_db, noise_id
+    return speech.astype(np.float32, copy=True), np.zeros_like(speech), math.inf, None
+
+
+def _render_enrollment(
+    cfg: Config,
+    sources: Sources,
+    scene: _Scene,
+    target_factor: float,
+    rng: np.random.Generator,
+    ref_length: int,
+    floor: float,
+) -> _Enrollment:
+    """Another utterance of the target speaker, optionally reverberant and noisy."""
+    d = cfg.data
+    noisy_ref = bool(rng.random() < scene.noisy_ref_prob)
+    clip = sources.utterances[int(scene.speakers[0])][scene.ref_utterance]
+    ref, r_info = _render_talker(
+        cfg,
+        sources,
+        clip,
+        ref_length,
+        rng,
+        factor=target_factor,
+        reverb_prob=1.0 if noisy_ref else 0.0,
+    )
+    ref_snr_db, ref_noise_id = None, None
+    if noisy_ref and sources.noise:
+        ref_snr_db = float(rng.uniform(*d.ref_snr_db))
+        ref_noise, ref_noise_id = _noise_segment(sources, ref_length, rng)
+        ref, _ = mix_at_snr(ref, ref_noise, ref_snr_db, floor)
+    ref_peak = float(np.max(np.abs(ref)))
+    if ref_peak > d.clip_peak:
+        ref = ref * (d.peak_norm / ref_peak)
+    return _Enrollment(ref, r_info, noisy_ref, ref_snr_db, ref_noise_id)
+
+
+def _meta(
+    sources: Sources,
+    scene: _Scene,
+    talkers: _Talkers,
+    enrollment: _Enrollment,
+    sirs: list[float | None],
+    noise: tuple[float, str | None],
+    gain: float,
+    phase: int,
+    step: int | None,
+) -> dict[str, Any]:
+    """The example's facts (the data contract's ``meta``)."""
+    snr_db, noise_id = noise
+    i_infos, r_info = talkers.interferer_infos, enrollment.info
+    return {
+        "target_present": bool(scene.target_present),
+        "target_speaker": sources.speakers[int(scene.speakers[0])],
+        "target_utterance": talkers.target_info["uid"],
+        "ref_utterance": r_info["uid"],
+        "interferer_speakers": [sources.speakers[int(s)] for s in scene.speakers[1:]],
+        "interferer_utterances": [i["uid"] for i in i_infos],
+        "num_interferers": scene.num_interferers,
+        "sir_db": sirs,
+        "snr_db": None if math.isinf(snr_db) else snr_db,
+        "noise_id": noise_id,
+        "rir_ids": {
+            "target": talkers.target_info["rir"],
+            "interferers": [i["rir"] for i in i_infos],
+            "ref": r_info["rir"],
+        },
+        "speed": {
+            "target": talkers.target_factor,
+            "ref": r_info["speed"],
+            "interferers": [i["speed"] for i in i_infos],
+        },
+        "noisy_ref": enrollment.noisy,
+        "ref_snr_db": enrollment.snr_db,
+        "ref_noise_id": enrollment.noise_id,
+        "gain": gain,
+        "phase": int(phase),
+        "step": step,
+        "difficulty": scene.difficulty,
+    }
+
+
 def mix_example(
     cfg: Config,
     sources: Sources,
@@ -204,6 +426,10 @@ def mix_example(
     augment: bool = True,
 ) -> Example:
     """Draw one example (see the module docstring for the recipe).
+
+    The stages run in a fixed order, and their draws from ``rng`` in that order are the
+    data contract (pinned by ``tests/test_mixer_golden.py``): the scene, the talkers, the
+    interferer levels, the noise, the enrollment, then the clip guard.
 
     Args:
         cfg: full config; ``cfg.audio`` and ``cfg.data`` are read.
@@ -224,105 +450,17 @@ def mix_example(
     """
     d, sr = cfg.data, cfg.audio.sample_rate
     length = int(round(cfg.audio.segment_seconds * sr))
-    ref_length = int(round(cfg.audio.ref_seconds * sr))
     floor = db_to_power(MIN_RMS_DB)
-    difficulty = 1.0 if step is None else difficulty_at(step, d)
-    p_noisy_ref = d.noisy_ref_prob if step is None else noisy_ref_prob_at(step, d)
-
-    if phase < PHASE_TP_TA:
-        if target_present is False:
-            raise ValueError("mix_example: target-absent examples are not allowed in phase 1")
-        target_present = True
-    elif target_present is None:
-        target_present = bool(rng.random() >= d.ta_ratio)
-
-    n_lo, n_hi = d.num_interferers
-    n_hi_now = n_lo + int(round(difficulty * (n_hi - n_lo)))
-    n_int = int(rng.integers(n_lo, n_hi_now + 1))
-    if not target_present:
-        n_int = max(n_int, 1)  # a TA mixture still has someone talking
-    n_int = min(n_int, len(sources.speakers) - 1)
-    speakers = rng.choice(len(sources.speakers), size=1 + n_int, replace=False)
-    target_utts = sources.utterances[int(speakers[0])]
-    i_tgt, i_ref = rng.choice(len(target_utts), size=2, replace=False)
-
-    # One factor for the target talker, shared by its enrollment (drawn for TA too).
-    target_factor = _speed_factor(cfg, rng, augment)
-    target = np.zeros(length, dtype=np.float32)
-    t_info: dict[str, Any] = {"uid": None, "speed": None, "rir": None}
-    if target_present:
-        target, t_info = _render_talker(
-            cfg,
-            sources,
-            target_utts[int(i_tgt)],
-            length,
-            rng,
-            factor=target_factor,
-            reverb_prob=d.rir_prob,
-        )
-    interferers, i_infos = [], []
-    for s in speakers[1:]:
-        utts = sources.utterances[int(s)]
-        y, info = _render_talker(
-            cfg,
-            sources,
-            utts[int(rng.integers(len(utts)))],
-            length,
-            rng,
-            factor=_speed_factor(cfg, rng, augment),
-            reverb_prob=d.rir_prob,
-        )
-        interferers.append(y)
-        i_infos.append(info)
-
-    # SIR of each interferer against the target (TA: against the first interferer).
-    anchor = target if target_present else interferers[0]
-    sirs: list[float | None] = []
-    for k in range(len(interferers)):
-        if not target_present and k == 0:
-            sirs.append(None)
-            continue
-        sir = float(rng.uniform(*d.sir_db))
-        interferers[k] = interferers[k] * gain_for_ratio(anchor, interferers[k], sir, floor)
-        sirs.append(sir)
+    scene = _draw_scene(cfg, sources, rng, phase, step, target_present)
+    talkers = _render_talkers(cfg, sources, scene, rng, length, augment)
+    sirs = _set_interferer_levels(cfg, talkers, scene.target_present, rng, floor)
+    target, interferers = talkers.target, talkers.interferers
     speech = target + np.sum(interferers, axis=0, dtype=np.float32) if interferers else target
-
-    # Noise at an SNR relative to ALL speech in the mixture (TA: the interferer sum):
-    # SNR_dB = 10 log10(P_speech / P_noise_scaled), with P = mean square over the segment.
-    # mix_at_snr scales the noise by g = sqrt(P_speech / (P_noise * 10^(SNR_dB / 10))), so
-    # the realised SNR of the returned mixture equals the drawn value exactly (before the
-    # clip guard below, which scales speech and noise together and keeps the ratio).
-    snr_lo = _lerp(d.easy_snr_db[0], d.snr_db[0], difficulty)
-    snr_hi = _lerp(d.easy_snr_db[1], d.snr_db[1], difficulty)
-    noise = np.zeros(length, dtype=np.float32)
-    snr_db, noise_id = math.inf, None
-    if sources.noise and rng.random() < d.noise_prob:
-        snr_db = float(rng.uniform(snr_lo, snr_hi))
-        clip, noise_id = _noise_segment(sources, length, rng)
-        mix, noise = mix_at_snr(speech, clip, snr_db, floor)
-    else:
-        mix = speech.astype(np.float32, copy=True)
-
-    # Enrollment: another utterance of the target speaker, optionally reverberant + noisy.
-    noisy_ref = bool(rng.random() < p_noisy_ref)
-    ref, r_info = _render_talker(
-        cfg,
-        sources,
-        target_utts[int(i_ref)],
-        ref_length,
-        rng,
-        factor=target_factor,
-        reverb_prob=1.0 if noisy_ref else 0.0,
+    mix, noise, snr_db, noise_id = _add_noise(cfg, sources, speech, scene.difficulty, rng, floor)
+    ref_length = int(round(cfg.audio.ref_seconds * sr))
+    enrollment = _render_enrollment(
+        cfg, sources, scene, talkers.target_factor, rng, ref_length, floor
     )
-    ref_snr_db, ref_noise_id = None, None
-    if noisy_ref and sources.noise:
-        ref_snr_db = float(rng.uniform(*d.ref_snr_db))
-        ref_noise, ref_noise_id = _noise_segment(sources, ref_length, rng)
-        ref, _ = mix_at_snr(ref, ref_noise, ref_snr_db, floor)
-    ref_peak = float(np.max(np.abs(ref)))
-    if ref_peak > d.clip_peak:
-        ref = ref * (d.peak_norm / ref_peak)
-
     # Clip guard: scale everything in the mixture together so ratios (SNR, SIR) survive.
     gain = 1.0
     peak = float(np.max(np.abs(mix)))
@@ -330,36 +468,7 @@ def mix_example(
         gain = d.peak_norm / peak
         mix, target, speech, noise = mix * gain, target * gain, speech * gain, noise * gain
         interferers = [y * gain for y in interferers]
-
-    meta: dict[str, Any] = {
-        "target_present": bool(target_present),
-        "target_speaker": sources.speakers[int(speakers[0])],
-        "target_utterance": t_info["uid"],
-        "ref_utterance": r_info["uid"],
-        "interferer_speakers": [sources.speakers[int(s)] for s in speakers[1:]],
-        "interferer_utterances": [i["uid"] for i in i_infos],
-        "num_interferers": n_int,
-        "sir_db": sirs,
-        "snr_db": None if math.isinf(snr_db) else snr_db,
-        "noise_id": noise_id,
-        "rir_ids": {
-            "target": t_info["rir"],
-            "interferers": [i["rir"] for i in i_infos],
-            "ref": r_info["rir"],
-        },
-        "speed": {
-            "target": target_factor,
-            "ref": r_info["speed"],
-            "interferers": [i["speed"] for i in i_infos],
-        },
-        "noisy_ref": noisy_ref,
-        "ref_snr_db": ref_snr_db,
-        "ref_noise_id": ref_noise_id,
-        "gain": gain,
-        "phase": int(phase),
-        "step": step,
-        "difficulty": difficulty,
-    }
+    meta = _meta(sources, scene, talkers, enrollment, sirs, (snr_db, noise_id), gain, phase, step)
     components = None
     if keep_components:
         components = {
@@ -371,11 +480,11 @@ def mix_example(
         }
     return Example(
         mix=mix.astype(np.float32, copy=False),
-        ref=ref.astype(np.float32, copy=False),
+        ref=enrollment.ref.astype(np.float32, copy=False),
         target=target.astype(np.float32, copy=False),
-        target_present=bool(target_present),
+        target_present=bool(scene.target_present),
         snr_db=snr_db,
-        num_interferers=n_int,
+        num_interferers=scene.num_interferers,
         meta=meta,
         components=components,
     )

@@ -29,6 +29,7 @@ One bad file never stops the run: it is skipped and listed with its reason.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -218,27 +219,18 @@ def prepare_corpus(
         seed: seed of the RIR simulation.
         data_cfg: pack size and simulation ranges (``DataConfig`` defaults when None).
         progress: show a tqdm bar (files/s) on stderr.
-        storage: how packs hold the audio: ``float32``, ``int16`` (per-file scale; exact for
-            16-bit sources at ``sample_rate``) or ``flac`` (16-bit for such sources, else
-            24-bit; per-file scale), see :mod:`hifi_tse.data.store`. None: the storage of
-            the packs already in ``out`` (a re-run never converts them unasked), else
-            ``DEFAULT_STORAGE``.
+        storage: ``float32``, ``int16`` or ``flac`` (:mod:`hifi_tse.data.store`); None: the
+            storage of the packs already in ``out``, else ``DEFAULT_STORAGE``.
     """
     t0 = time.perf_counter()
-    data_cfg = data_cfg or DataConfig()
-    out = Path(out)
+    data_cfg, out = data_cfg or DataConfig(), Path(out)
     storage = check_storage(storage or recorded_storage(out) or DEFAULT_STORAGE)
     _check_arguments(bool(speech), bool(rir), simulate_rirs, val_ratio, test_ratio, data_cfg)
-
     scan = _scan_sources(speech, noise, rir, simulate_rirs)
     tasks, speech_sources = scan.tasks, scan.speech
-
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    pool = ctx.Pool(workers) if workers > 1 else None
-    try:
-        imap = _imap_fn(pool, workers)
-        errors: list[dict[str, str]] = []
-        short: dict[str, int] = defaultdict(int)
+    errors: list[dict[str, str]] = []
+    short: dict[str, int] = defaultdict(int)
+    with _worker_pool(workers) as imap:
         tasks = _probe_tasks(tasks, imap, min_seconds, errors, short)
         tasks, excluded = _drop_small_speakers(tasks)
         _check_named_speakers(tasks, speech_sources)
@@ -246,34 +238,12 @@ def prepare_corpus(
         tasks += _variant_tasks(tasks, speech_sources, seed, data_cfg)
         packs = _plan_packs(tasks, sample_rate, seed, data_cfg, storage)
         rows, written, reused = _run_packs(
-            packs,
-            out,
-            imap,
-            sample_rate,
-            seed,
-            data_cfg,
-            min_seconds,
-            errors,
-            short,
-            progress,
-            storage,
-        )
-    except BaseException:
-        if pool is not None:
-            pool.terminate()  # Ctrl-C / error: do not wait for queued files
-        raise
-    if pool is not None:
-        pool.close()
-        pool.join()
-
+            packs, out, imap, sample_rate, seed, data_cfg, min_seconds, errors, short,
+            progress, storage,
+        )  # fmt: skip
     rows, excluded_after = _drop_small_speakers_rows(rows)
     excluded += excluded_after
-    by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-    for r in rows:
-        by_split[r["split"]].append(r)
-    for split, split_rows in by_split.items():
-        split_rows.sort(key=lambda r: (r["kind"], r["source"], r["speaker"] or "", r["utterance"]))
-        write_manifest(out, split, split_rows)
+    by_split = _write_manifests(out, rows)
 
     report = {
         "format": "hifi-tse-prepare-report",
@@ -299,6 +269,34 @@ def prepare_corpus(
 
 
 # --------------------------------------------------------------------------- stages
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int) -> Iterator[Callable[[Callable, list], Iterator]]:
+    """An ``imap`` over ``workers`` processes (in this process when ``workers <= 1``); on an
+    error or Ctrl-C the queued files are dropped instead of waited for."""
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    pool = ctx.Pool(workers) if workers > 1 else None
+    try:
+        yield _imap_fn(pool, workers)
+    except BaseException:
+        if pool is not None:
+            pool.terminate()
+        raise
+    if pool is not None:
+        pool.close()
+        pool.join()
+
+
+def _write_manifests(out: Path, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """One sorted manifest per split (written atomically); returns the rows by split."""
+    by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    for r in rows:
+        by_split[r["split"]].append(r)
+    for split, split_rows in by_split.items():
+        split_rows.sort(key=lambda r: (r["kind"], r["source"], r["speaker"] or "", r["utterance"]))
+        write_manifest(out, split, split_rows)
+    return by_split
 
 
 def _check_arguments(

@@ -161,8 +161,10 @@ def _edges(text: str) -> tuple[float, ...]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from hifi_tse.checkpoints import read_checkpoint
+    from hifi_tse.devices import resolve_device
     from hifi_tse.eval.evaluate import evaluate_checkpoint
-    from hifi_tse.infer.loading import check_precision, read_checkpoint, resolve_device
+    from hifi_tse.infer.loading import check_precision
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

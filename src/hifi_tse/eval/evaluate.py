@@ -26,12 +26,13 @@ import numpy as np
 import torch
 
 from hifi_tse.audio.io import load_audio
+from hifi_tse.checkpoints import read_checkpoint
 from hifi_tse.config import Config, ConfigError, apply_overrides, config_from_dict
 from hifi_tse.errors import UserError
 from hifi_tse.eval.metrics import region_energy_db, score_example, si_sdr
 from hifi_tse.eval.report import snr_bin_label, write_report
 from hifi_tse.eval.similarity import SpeakerSimilarity
-from hifi_tse.infer.loading import TorchChunkFn, load_generator, read_checkpoint
+from hifi_tse.infer.loading import TorchChunkFn, load_generator
 from hifi_tse.infer.separate import ChunkPlan, read_csv_rows, separate_array
 
 

@@ -39,12 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from hifi_tse.checkpoints import read_checkpoint, save_generator_checkpoint
     from hifi_tse.infer.export import export_onnx, verify_export
-    from hifi_tse.infer.loading import (
-        load_generator,
-        read_checkpoint,
-        save_generator_checkpoint,
-    )
+    from hifi_tse.infer.loading import load_generator
 
     model, cfg = load_generator(args.checkpoint, use_ema=not args.raw_weights)
     step = int(read_checkpoint(args.checkpoint).get("step", -1))

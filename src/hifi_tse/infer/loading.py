@@ -7,59 +7,14 @@ validated and selected.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from hifi_tse.checkpoints import read_checkpoint
 from hifi_tse.config import Config, ConfigError, config_from_dict
 from hifi_tse.errors import UserError
-
-CHECKPOINT_FORMAT = "hifi-tse-checkpoint"
-SUPPORTED_VERSIONS = (1,)
-
-
-def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` with one-line UserErrors for every failure mode."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: checkpoint not found")
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, expected a checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except (
-        RuntimeError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        EOFError,
-        ValueError,
-        OSError,
-        AttributeError,
-        KeyError,
-        IndexError,
-    ) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights only load failed" in reason.lower():
-            # torch's message is a paragraph on weights_only; say what it means here
-            reason = "not a torch.save file, or it holds Python objects besides tensors"
-        raise UserError(f"{path}: not a readable checkpoint ({reason[:160]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path}: not a hifi-tse checkpoint (missing format={CHECKPOINT_FORMAT!r})")
-    if ckpt.get("version") not in SUPPORTED_VERSIONS:
-        raise UserError(
-            f"{path}: checkpoint version {ckpt.get('version')!r} is not supported "
-            f"(expected one of {list(SUPPORTED_VERSIONS)})"
-        )
-    for key in ("config",):
-        if not isinstance(ckpt.get(key), dict):
-            raise UserError(f"{path}: checkpoint has no {key!r} mapping")
-    if not isinstance(ckpt.get("ema"), dict) and not isinstance(ckpt.get("model"), dict):
-        raise UserError(f"{path}: checkpoint holds neither 'ema' nor 'model' weights")
-    return ckpt
 
 
 def load_generator(
@@ -98,34 +53,6 @@ def load_generator(
         raise UserError(f"{path}: its GE2E speaker encoder holds no pretrained weights")
     model.to(device).eval()
     return model, cfg
-
-
-def save_generator_checkpoint(
-    path: str | Path, model: torch.nn.Module, cfg: Config, step: int = 0
-) -> None:
-    """Write a shipped checkpoint (format, version, config, step, ema) atomically."""
-    from hifi_tse.utils import atomic_path
-
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": SUPPORTED_VERSIONS[-1],
-        "config": cfg.to_dict(),
-        "step": int(step),
-        "ema": state,
-    }
-    with atomic_path(Path(path)) as tmp:
-        torch.save(payload, tmp)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu`` / ``cuda`` / ``cuda:N`` → device; UserError when CUDA is asked for but absent."""
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name}: expected cpu, cuda or cuda:N") from None
 
 
 class TorchChunkFn:

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hifi_tse.errors import UserError
+from hifi_tse.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -36,19 +36,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(requested: str | None, local_rank: int = 0) -> torch.device:
-    """``cpu`` / ``cuda`` / None (= CUDA when available) -> the device of this process."""
-    if requested is None:
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
-        return torch.device("cuda", local_rank)
-    if requested != "cpu":
-        raise UserError(f"--device {requested}: expected cpu or cuda")
-    return torch.device("cpu")
 
 
 def init_distributed(requested_device: str | None) -> DistInfo:

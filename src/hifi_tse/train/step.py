@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from hifi_tse.config import Config
-from hifi_tse.train.curriculum import Stage
+from hifi_tse.schedules import Stage
 from hifi_tse.train.distributed import any_rank, maybe_no_sync, unwrap
 from hifi_tse.train.ema import EMA
 

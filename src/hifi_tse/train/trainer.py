@@ -27,10 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from hifi_tse.config import RETIRED_KEYS, Config, config_from_dict, save_config
-from hifi_tse.errors import UserError
-from hifi_tse.schedules import PHASE_TP_TA
-from hifi_tse.train.checkpoint import (
+from hifi_tse.checkpoints import (
     BEST_NAME,
     FINAL_NAME,
     TrainState,
@@ -46,7 +43,9 @@ from hifi_tse.train.checkpoint import (
     rotate_checkpoints,
     save_checkpoint,
 )
-from hifi_tse.train.curriculum import stage_at
+from hifi_tse.config import RETIRED_KEYS, Config, config_from_dict, save_config
+from hifi_tse.errors import UserError
+from hifi_tse.schedules import PHASE_TP_TA, TimeBudget, crossed, lr_at, stage_at
 from hifi_tse.train.distributed import (
     DistInfo,
     any_rank,
@@ -65,7 +64,6 @@ from hifi_tse.train.logging_utils import (
     truncate_metrics,
 )
 from hifi_tse.train.monitor import HealthMonitor
-from hifi_tse.train.schedule import TimeBudget, crossed, lr_at
 from hifi_tse.train.step import StepModules, StepResult, set_lr, train_step
 from hifi_tse.train.validation import preserved_rng, should_stop_early, update_best, validate
 
@@ -157,7 +155,7 @@ def warm_start(generator: torch.nn.Module, path: str | Path) -> tuple[int, list[
     Raises UserError when nothing matches or a shared name has another shape (another
     architecture: fine-tune with the checkpoint's own model settings instead).
     """
-    from hifi_tse.infer.loading import read_checkpoint
+    from hifi_tse.checkpoints import read_checkpoint
 
     ckpt = read_checkpoint(path)
     source = ckpt["ema"] if isinstance(ckpt.get("ema"), dict) else ckpt["model"]
@@ -251,7 +249,7 @@ class Trainer:
         # or under train.budget_minutes the share of the budget spent (TimeBudget).
         # Set before the data: a sampler that follows the budget reads it from the start.
         self.budget: TimeBudget | None = None
-        self.position = self.state.step
+        self._position = _Position(self.state.step)
         if cfg.train.budget_minutes > 0:
             self.budget = TimeBudget(
                 cfg.train.budget_minutes, cfg.train.steps, self.state.budget_seconds
@@ -397,7 +395,7 @@ class Trainer:
             # The stream is pure in the index: resuming = starting at step * examples_per_step.
             sampler=InfiniteSampler(
                 start_index=self.state.step * self.examples_per_step,
-                position=(lambda: self.position) if cfg.train.budget_minutes > 0 else None,
+                position=self._position if cfg.train.budget_minutes > 0 else None,
             ),
             collate_fn=collate_batch,
             num_workers=workers,
@@ -430,9 +428,14 @@ class Trainer:
         cfg = self.cfg
         start = time.monotonic()
         budget_s = self.opts.max_minutes * 60.0 if self.opts.max_minutes else math.inf
+        span = (
+            f"step {self.state.step} -> {cfg.train.steps}"
+            if self.budget is None
+            else f"step {self.state.step}, schedule {self.position}/{cfg.train.steps} in a "
+            f"{cfg.train.budget_minutes:g}-min budget"
+        )
         self.log.info(
-            f"training {self.run_dir} on {self.device} x{self.dist.world_size}: "
-            f"step {self.state.step} -> {cfg.train.steps}, "
+            f"training {self.run_dir} on {self.device} x{self.dist.world_size}: {span}, "
             f"{self.examples_per_step * self.dist.world_size} examples/step"
         )
         self.log.jsonl({"kind": "event", "event": "start", "step": self.state.step})
@@ -471,7 +474,19 @@ class Trainer:
         finally:
             stop_signal.restore()
             self.log.close()
+            # Stop the data workers now rather than when the trainer is collected: they
+            # ignore SIGTERM (see ignore_stop_signals), so none may outlive the run.
+            self.train_iter = iter(())
         return 0
+
+    @property
+    def position(self) -> int:
+        """The schedule position: the step, or under a time budget its share (TimeBudget)."""
+        return self._position.value
+
+    @position.setter
+    def position(self, value: int) -> None:
+        self._position.value = value
 
     def advance_position(self) -> None:
         """After a step: the schedule position is the step, or follows the time budget."""
@@ -708,6 +723,17 @@ class Trainer:
             f"done at step {step} ({reason}); best TP SI-SDR {self.state.best_si_sdr:.3f} dB "
             f"at step {self.state.best_step}"
         )
+
+
+class _Position:
+    """The schedule position, shared by the trainer and a time-budget sampler: the sampler
+    holds this, not the trainer (no reference cycle keeps the data workers alive)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = int(value)
+
+    def __call__(self) -> int:
+        return self.value
 
 
 def ignore_stop_signals(worker_id: int) -> None:

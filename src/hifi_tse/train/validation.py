@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from hifi_tse.checkpoints import TrainState, capture_rng_state, restore_rng_state
 from hifi_tse.config import Config
 from hifi_tse.schedules import PHASE_TP_TA
-from hifi_tse.train.checkpoint import TrainState, capture_rng_state, restore_rng_state
 from hifi_tse.train.distributed import all_reduce_sum
 
 

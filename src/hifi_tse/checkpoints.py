@@ -1,8 +1,13 @@
-"""Training state, RNG capture and checkpoint files.
+"""Checkpoint files, the one module that writes and reads them: their format and version,
+the training payload and what resume restores (training state, RNG streams), and the
+inference-only form that ``export`` and the shipped model use.
 
 A checkpoint is a plain dict saved with ``torch.save`` that loads with
 ``torch.load(..., weights_only=True)`` and no allow-listing: every value is a tensor, a number,
 a string, None, or a list/dict/tuple of those (Python's and NumPy's RNG states are converted).
+Every checkpoint holds ``format``, ``version``, ``config`` and ``ema`` or ``model`` weights;
+a training checkpoint adds ``model``, ``optimizer``, ``train_state``, ``rng`` (and the
+discriminator's), which an exported one leaves out.
 
 Files in the run folder: ``checkpoint_{step:07d}.pt`` (rotating, ``keep_last`` kept, phase
 boundary checkpoints never deleted), ``checkpoint_best.pt`` (highest TP SI-SDR) and
@@ -15,8 +20,10 @@ boundary checkpoints never deleted), ``checkpoint_best.pt`` (highest TP SI-SDR) 
 
 from __future__ import annotations
 
+import pickle
 import random
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,26 +188,70 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a training checkpoint (weights_only, no allow-list); UserError when unusable."""
+def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Any hifi-tse checkpoint (training or exported), ``weights_only``; one-line UserErrors
+    for every failure mode (missing, a folder, not a torch file, another format or version,
+    no config or weights)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a checkpoint file")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the same user error
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path}: not a readable hifi-tse checkpoint ({reason})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"{path}: not a hifi-tse checkpoint (format field missing or wrong)")
-    if payload.get("version") != CHECKPOINT_VERSION:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except (
+        RuntimeError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        EOFError,
+        ValueError,
+        OSError,
+        AttributeError,
+        KeyError,
+        IndexError,
+    ) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights only load failed" in reason.lower():
+            # torch's message is a paragraph on weights_only; say what it means here
+            reason = "not a torch.save file, or it holds Python objects besides tensors"
+        raise UserError(f"{path}: not a readable checkpoint ({reason[:160]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path}: not a hifi-tse checkpoint (missing format={CHECKPOINT_FORMAT!r})")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
         raise UserError(
-            f"{path}: checkpoint version {payload.get('version')} (expected {CHECKPOINT_VERSION})"
+            f"{path}: checkpoint version {ckpt.get('version')!r} is not supported "
+            f"(expected {CHECKPOINT_VERSION})"
         )
+    if not isinstance(ckpt.get("config"), dict):
+        raise UserError(f"{path}: checkpoint has no 'config' mapping")
+    if not isinstance(ckpt.get("ema"), dict) and not isinstance(ckpt.get("model"), dict):
+        raise UserError(f"{path}: checkpoint holds neither 'ema' nor 'model' weights")
+    return ckpt
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A training checkpoint to resume from; UserError when it cannot resume a run."""
+    payload = read_checkpoint(path, map_location)
     for key in ("optimizer", "train_state", "rng", "model", "ema"):
         if key not in payload:
             raise UserError(f"{path}: checkpoint lacks '{key}' (an exported model cannot resume)")
     return payload
+
+
+def save_generator_checkpoint(
+    path: str | Path, model: torch.nn.Module, cfg: Config, step: int = 0
+) -> None:
+    """Write an inference-only checkpoint (format, version, config, step, ema) atomically:
+    what ``export --format checkpoint`` and the shipped demo model hold."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": cfg.to_dict(),
+        "step": int(step),
+        "ema": state,
+    }
+    save_checkpoint(Path(path), payload)
 
 
 def numbered_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
