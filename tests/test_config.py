@@ -142,3 +142,12 @@ def test_a_checkpoint_written_with_retired_keys_still_loads():
     assert stored & set(RETIRED_KEYS)
     model, cfg = load_generator(shipped)
     assert cfg.audio.sample_rate == 16000 and model.film is not None
+
+
+def test_schema_marks_the_architecture_keys():
+    from hifi_tse.config import architecture_keys
+
+    arch = set(architecture_keys())
+    assert {"model.feature_dim", "stft.n_fft", "band_split.regions", "gan.periods"} <= arch
+    # training-time switches of the model section, and everything outside the network
+    assert not {"model.grad_checkpoint", "model.ref_dropout_prob", "train.lr", "gan.lr"} & arch

@@ -102,3 +102,18 @@ def test_summarize_counts_missing_and_gives_sem():
     assert s["sem"] == pytest.approx(1.0 / math.sqrt(3))
     empty = summarize([None])
     assert empty["mean"] is None and empty["n"] == 0 and empty["missing"] == 1
+
+
+def test_silent_estimate_scores_the_worst_value_in_evaluation_as_in_training(speech):
+    """One SI-SDR for training, validation and evaluation: digital silence is -80 dB
+    (10 log10 eps) everywhere, never a neutral-looking 0 dB."""
+    import torch
+
+    from hifi_tse.losses.separation import si_sdr as training_si_sdr
+
+    silent = np.zeros_like(speech)
+    assert si_sdr(silent, speech) == pytest.approx(-80.0, abs=1e-6)
+    target = torch.from_numpy(np.asarray(speech, dtype=np.float32))[None]
+    trained = float(training_si_sdr(torch.zeros_like(target), target, 1e-8)[0])
+    assert trained == pytest.approx(si_sdr(silent, speech), abs=1e-4)
+    assert si_sdr(0.5 * speech, speech) > 70.0  # a perfect estimate: at the 1/eps cap

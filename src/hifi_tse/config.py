@@ -25,9 +25,20 @@ class ConfigError(ValueError):
     """A config value is unknown, of the wrong type, or out of range (one-line message)."""
 
 
-def _f(default: Any, *, lo: float | None = None, hi: float | None = None, doc: str = "") -> Any:
-    """A schema field with an inclusive range and a one-line description (unit included)."""
-    meta = {"lo": lo, "hi": hi, "doc": doc}
+def _f(
+    default: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    doc: str = "",
+    arch: bool | None = None,
+) -> Any:
+    """A schema field with an inclusive range and a one-line description (unit included).
+
+    ``arch``: whether the key defines the network, so that a resumed run takes it from the
+    checkpoint; None = as its section (see :data:`ARCHITECTURE_SECTIONS`).
+    """
+    meta = {"lo": lo, "hi": hi, "doc": doc, "arch": arch}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -102,8 +113,10 @@ class ModelConfig:
     )
     use_usef: bool = _f(True, doc="USEF cross-attention from mixture to reference")
     use_film: bool = _f(True, doc="FiLM from the time-pooled reference")
-    grad_checkpoint: bool = _f(True, doc="recompute GridNet blocks in backward")
-    ref_dropout_prob: float = _f(0.1, lo=0.0, hi=1.0, doc="conditioning dropout in training")
+    grad_checkpoint: bool = _f(True, doc="recompute GridNet blocks in backward", arch=False)
+    ref_dropout_prob: float = _f(
+        0.1, lo=0.0, hi=1.0, doc="conditioning dropout in training", arch=False
+    )
     speaker_embedding: Literal["none", "ge2e"] = _f(
         "none",
         doc="extra FiLM from a frozen GE2E speaker embedding of the enrollment, trained on "
@@ -190,9 +203,9 @@ class GanConfig:
     disc_warmup_steps: int = _f(1000, lo=0, doc="discriminator-only steps")
     ramp_steps: int = _f(1000, lo=0, doc="adversarial weight ramp 0 -> 1, steps")
     lr: float = _f(2e-4, lo=0.0, hi=1.0, doc="discriminator learning rate")
-    periods: list[int] = _f([2, 3, 5, 7, 11], doc="multi-period discriminator periods")
-    num_scales: int = _f(3, lo=1, hi=8, doc="multi-scale discriminator scales")
-    channels: int = _f(32, lo=1, hi=1024, doc="discriminator base channels")
+    periods: list[int] = _f([2, 3, 5, 7, 11], doc="multi-period discriminator periods", arch=True)
+    num_scales: int = _f(3, lo=1, hi=8, doc="multi-scale discriminator scales", arch=True)
+    channels: int = _f(32, lo=1, hi=1024, doc="discriminator base channels", arch=True)
 
 
 @dataclass
@@ -254,6 +267,23 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Sections whose keys define the network (unless a field says otherwise): on resume they come
+# from the checkpoint, whatever the config file says.
+ARCHITECTURE_SECTIONS = ("audio", "stft", "band_split", "model")
+
+
+def architecture_keys() -> list[str]:
+    """Dotted keys that define the network (model and discriminator): the schema's marks."""
+    keys = []
+    for section in dataclasses.fields(Config):
+        cls = typing.get_type_hints(Config)[section.name]
+        for fld in dataclasses.fields(cls):
+            arch = fld.metadata.get("arch")
+            if arch or (arch is None and section.name in ARCHITECTURE_SECTIONS):
+                keys.append(f"{section.name}.{fld.name}")
+    return keys
 
 
 # --------------------------------------------------------------------------- building

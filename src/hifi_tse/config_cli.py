@@ -6,7 +6,7 @@ import argparse
 
 import yaml
 
-from hifi_tse.config import RETIRED_KEYS, load_config, schema_rows
+from hifi_tse.config import RETIRED_KEYS, architecture_keys, load_config, schema_rows
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,9 +23,16 @@ def _inline(value: object) -> str:
 def reference_markdown() -> str:
     """The config reference (every key, type, default, description) as a Markdown table,
     then the retired keys with the one value they still load at."""
-    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    arch = set(architecture_keys())
+    lines = [
+        "Keys marked *arch* define the network: a resumed run takes them from its checkpoint.",
+        "",
+        "| key | type | default | meaning | |",
+        "|---|---|---|---|---|",
+    ]
     for key, type_name, default, doc in schema_rows():
-        lines.append(f"| `{key}` | {type_name} | `{_inline(default)}` | {doc} |")
+        mark = "*arch*" if key in arch else ""
+        lines.append(f"| `{key}` | {type_name} | `{_inline(default)}` | {doc} | {mark} |")
     lines += [
         "",
         "## Retired keys",

@@ -12,12 +12,16 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from hifi_tse.audio.io import resample
+from hifi_tse.config import LossConfig
+from hifi_tse.losses.separation import si_sdr as loss_si_sdr
 
 # Energy floor of float32 audio: keeps log10 finite for digital silence without biasing any
 # audible level (far below 1 LSB of 24-bit audio, ~-145 dBFS).
 EPS = float(np.finfo(np.float32).tiny)
+SI_SDR_EPS = LossConfig().eps  # the training objective's floor (loss_weights.eps)
 PESQ_RATE = 16000  # PESQ wide-band is defined at 16 kHz only (ITU-T P.862.2)
 STOI_RATE = 10000  # STOI's internal rate; pystoi resamples itself, we do it once with soxr
 
@@ -33,18 +37,16 @@ def _check_pair(estimate: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, n
 
 
 def si_sdr(estimate: np.ndarray, target: np.ndarray) -> float:
-    """Scale-invariant SDR in dB of ``estimate (L,)`` against ``target (L,)`` (both zero-meaned).
+    """Scale-invariant SDR in dB of ``estimate (L,)`` against ``target (L,)``.
 
-    The target is rescaled by the optimal projection ``alpha = <s, t> / <t, t>``; the result is
-    ``10 log10(|alpha t|^2 / |s - alpha t|^2)``.
+    The training and validation definition (:func:`hifi_tse.losses.separation.si_sdr`), in
+    float64, with the default ``loss_weights.eps``: one rule for silent estimates everywhere
+    — a digital-silence estimate scores ``10 log10(eps)`` (-80 dB), the worst value, so
+    silence never looks like a neutral 0 dB.
     """
     s, t = _check_pair(estimate, target)
-    s = s - s.mean()
-    t = t - t.mean()
-    alpha = np.dot(s, t) / (np.dot(t, t) + EPS)
-    proj = alpha * t
-    noise = s - proj
-    return float(10.0 * np.log10((np.dot(proj, proj) + EPS) / (np.dot(noise, noise) + EPS)))
+    value = loss_si_sdr(torch.from_numpy(s)[None], torch.from_numpy(t)[None], SI_SDR_EPS)
+    return float(value[0])
 
 
 def energy_db(wav: np.ndarray) -> float:

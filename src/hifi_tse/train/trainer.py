@@ -1,62 +1,44 @@
-"""The training run: wires config, data, models, objective and the loop together.
+"""The training loop.
 
 :class:`Trainer` owns everything a checkpoint holds (weights, EMA, optimisers, :class:`TrainState`,
 RNG streams) and runs small pieces in order each step: :func:`step.train_step`, logging,
-:meth:`Trainer.validate`, :meth:`Trainer.save`. Nothing here sets a number: every interval,
-weight and threshold comes from the config.
+:meth:`Trainer.validate`, :meth:`Trainer.save`. It is built in three parts: building and
+restoring (:class:`~hifi_tse.train.setup.RunSetup`), this loop, and checkpoint writing
+(:class:`~hifi_tse.train.run_checkpoints.RunCheckpoints`). Nothing here sets a number: every
+interval, weight and threshold comes from the config.
 """
-
-# The legacy global NumPy RNG is a training stream like Python's and torch's (third-party
-# code draws from it), so it is seeded, saved and restored on purpose here.
-# ruff: noqa: NPY002
 
 from __future__ import annotations
 
 import hashlib
 import math
-import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from hifi_tse.checkpoints import (
     BEST_NAME,
     FINAL_NAME,
     TrainState,
-    build_checkpoint,
-    capture_rng_state,
-    load_checkpoint,
-    numbered_checkpoints,
-    numbered_name,
     phase_boundary_steps,
     remove_partial_checkpoints,
-    resolve_resume,
-    restore_rng_state,
-    rotate_checkpoints,
-    save_checkpoint,
 )
-from hifi_tse.config import RETIRED_KEYS, Config, config_from_dict, save_config
+from hifi_tse.config import save_config
 from hifi_tse.errors import UserError
 from hifi_tse.schedules import PHASE_TP_TA, TimeBudget, crossed, lr_at, stage_at
 from hifi_tse.train.distributed import (
     DistInfo,
     any_rank,
-    barrier,
     gather_objects,
     init_distributed,
     rank0_value,
     shutdown_distributed,
-    wrap_ddp,
 )
-from hifi_tse.train.ema import EMA
 from hifi_tse.train.logging_utils import (
     RunLogger,
     format_train_line,
@@ -64,136 +46,24 @@ from hifi_tse.train.logging_utils import (
     truncate_metrics,
 )
 from hifi_tse.train.monitor import HealthMonitor
-from hifi_tse.train.step import StepModules, StepResult, set_lr, train_step
+from hifi_tse.train.run_checkpoints import RunCheckpoints, weights_digest
+from hifi_tse.train.setup import (
+    RunSetup,
+    TrainOptions,
+    check_loss_safety,
+    ignore_stop_signals,
+    merge_architecture,
+    warm_start,
+)
+from hifi_tse.train.step import StepResult, set_lr, train_step
 from hifi_tse.train.validation import preserved_rng, should_stop_early, update_best, validate
-
-# Config keys that define the network: on resume they come from the checkpoint.
-ARCH_SECTIONS = ("audio", "stft", "band_split", "model")
-# Training-time switches inside the model section that the user may change on resume.
-MODEL_TRAIN_KEYS = ("grad_checkpoint", "ref_dropout_prob")
-GAN_ARCH_KEYS = ("periods", "num_scales", "channels")
-VAL_CACHE_NAME = "val_cache.h5"
 
 
 class TrainingDiverged(UserError):
     """Too many consecutive non-finite steps."""
 
 
-@dataclass
-class TrainOptions:
-    """The ``hifi-tse train`` command line, resolved."""
-
-    cfg: Config
-    data_dir: Path
-    run_dir: Path
-    resume: str | None = None
-    reset_optimizer: bool = False
-    reset_patience: bool = False
-    init_from: str | None = None
-    max_minutes: float | None = None
-    allow_unsafe_loss: bool = False
-    device: str | None = None
-    tensorboard: bool = True
-
-
-def merge_architecture(user_cfg: Config, ckpt_cfg: dict[str, Any]) -> tuple[Config, list[str]]:
-    """User config with the network-defining sections of the checkpoint's config.
-
-    Returns the merged config and the dotted keys whose value the checkpoint overrode.
-    """
-    merged = user_cfg.to_dict()
-    changed = []
-    for section in ARCH_SECTIONS:
-        for key, value in ckpt_cfg[section].items():
-            if section == "model" and key in MODEL_TRAIN_KEYS:
-                continue
-            if f"{section}.{key}" in RETIRED_KEYS:
-                continue  # a checkpoint from before the key left: it holds the fixed value
-            if merged[section].get(key) != value:
-                changed.append(f"{section}.{key}")
-            merged[section][key] = value
-    for key in GAN_ARCH_KEYS:
-        if merged["gan"][key] != ckpt_cfg["gan"][key]:
-            changed.append(f"gan.{key}")
-        merged["gan"][key] = ckpt_cfg["gan"][key]
-    return config_from_dict(merged), changed
-
-
-def check_loss_safety(cfg: Config, allow_unsafe: bool) -> list[str]:
-    """Refuse an objective that rewards silence; returns warnings to show.
-
-    Raises UserError (one line) when ``losses.audit.check_objective_safe`` names failing terms
-    and ``allow_unsafe`` is false.
-    """
-    from hifi_tse.losses.audit import check_objective_safe
-
-    warnings = []
-    if cfg.loss_weights.ta_loss == "legacy_db":
-        warnings.append(
-            "loss_weights.ta_loss=legacy_db: the TA term is a raw dB value that rewards "
-            "silence (the seed's over-suppression bug); use 'relu'"
-        )
-    failing = check_objective_safe(cfg)
-    if failing:
-        message = (
-            f"loss_weights: terms {', '.join(failing)} reward silence (lower loss for a "
-            f"quieter output, or a common TP/TA gain outside the healthy rms_ratio band; "
-            f"`hifi-tse audit-loss` shows the sweep); fix loss_weights or pass "
-            f"--allow-unsafe-loss"
-        )
-        if not allow_unsafe:
-            raise UserError(message)
-        warnings.append(message + " (allowed by --allow-unsafe-loss)")
-    return warnings
-
-
-def warm_start(generator: torch.nn.Module, path: str | Path) -> tuple[int, list[str]]:
-    """Copy a checkpoint's generator weights (EMA when present) into ``generator`` wherever
-    name and shape match; the rest keep their initialisation (e.g. zero-initialised level
-    features added to an older model). Returns ``(tensors copied, names left as initialised)``.
-
-    Raises UserError when nothing matches or a shared name has another shape (another
-    architecture: fine-tune with the checkpoint's own model settings instead).
-    """
-    from hifi_tse.checkpoints import read_checkpoint
-
-    ckpt = read_checkpoint(path)
-    source = ckpt["ema"] if isinstance(ckpt.get("ema"), dict) else ckpt["model"]
-    target = generator.state_dict()
-    mismatched = [
-        f"{name} {tuple(source[name].shape)} vs {tuple(value.shape)}"
-        for name, value in target.items()
-        if name in source and source[name].shape != value.shape
-    ]
-    if mismatched:
-        raise UserError(
-            f"--init-from {path}: {len(mismatched)} weights have other shapes than this "
-            f"config's generator (first: {mismatched[0]}); use the checkpoint's model settings"
-        )
-    shared = {name: source[name] for name in target if name in source}
-    if not shared:
-        raise UserError(f"--init-from {path}: no weight names match this config's generator")
-    generator.load_state_dict(shared, strict=False)
-    return len(shared), [name for name in target if name not in source]
-
-
-def derived_seed(*parts: int) -> int:
-    """A 32-bit seed from integers (e.g. base seed and rank), independent streams per tuple."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """SHA-256 of a module's state dict (names and raw bytes): equal iff weights are equal."""
-    h = hashlib.sha256()
-    for name, value in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        # reshape(-1): 0-dim tensors (e.g. the GE2E path's `pretrained` flag) have no byte view
-        flat = value.detach().cpu().contiguous().reshape(-1)
-        h.update(flat.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-class Trainer:
+class Trainer(RunSetup, RunCheckpoints):
     """One training run (one process of it under torchrun)."""
 
     def __init__(self, opts: TrainOptions) -> None:
@@ -265,161 +135,6 @@ class Trainer:
         self._interval_start = time.perf_counter()
         self._saved_at = -1
         self._validated_at = -1
-
-    # ------------------------------------------------------------------ setup
-
-    def _check_data_dir(self) -> None:
-        if not (self.data_dir / "manifest_train.jsonl").is_file():
-            raise UserError(
-                f"{self.data_dir}: expected a prepared corpus (manifest_train.jsonl missing; "
-                f"run 'hifi-tse prepare')"
-            )
-
-    def _load_resume_checkpoint(self) -> dict[str, Any] | None:
-        if not self.opts.resume:
-            if numbered_checkpoints(self.run_dir):
-                raise UserError(
-                    f"{self.run_dir}: already holds checkpoints; pass --resume latest to "
-                    f"continue that run, or choose another --out"
-                )
-            return None
-        if self.opts.resume == "auto" and not numbered_checkpoints(self.run_dir):
-            return None  # first start of a job that may be restarted: nothing to resume yet
-        path = resolve_resume(self.opts.resume, self.run_dir)
-        return load_checkpoint(path, map_location="cpu")
-
-    def _build_models(self) -> None:
-        from hifi_tse.losses.adversarial import GANLoss
-        from hifi_tse.losses.objective import Objective
-        from hifi_tse.models.generator import build_generator
-
-        cfg = self.cfg
-        # Same init on every rank (DDP also broadcasts rank 0's weights).
-        torch.manual_seed(cfg.train.seed)
-        generator = build_generator(cfg).to(self.device)
-        if generator.speaker_embedding is not None:
-            # Pretrained and frozen; a checkpoint restored below brings its own copy.
-            generator.speaker_embedding.load_pretrained()
-        self.generator = generator
-        self.ema = EMA(generator, cfg.train.ema_decay)
-        self.optimizer = torch.optim.AdamW(
-            (p for p in generator.parameters() if p.requires_grad),
-            lr=lr_at(0, cfg.train),
-            betas=tuple(cfg.train.betas),
-            weight_decay=cfg.train.weight_decay,
-        )
-        self.discriminator = self.disc_optimizer = None
-        gan_loss = None
-        if cfg.gan.enabled:
-            from hifi_tse.models.discriminator import Discriminators
-
-            self.discriminator = Discriminators(cfg.gan).to(self.device)
-            self.disc_optimizer = torch.optim.AdamW(
-                self.discriminator.parameters(),
-                lr=cfg.gan.lr,
-                betas=tuple(cfg.train.betas),
-                weight_decay=cfg.train.weight_decay,
-            )
-            gan_loss = GANLoss()
-        self.objective = Objective(cfg.loss_weights, cfg.audio.sample_rate).to(self.device)
-        self.model = wrap_ddp(generator, self.dist)
-        self.mods = StepModules(
-            cfg=cfg,
-            generator=self.model,
-            optimizer=self.optimizer,
-            objective=self.objective,
-            ema=self.ema,
-            device=self.device,
-            autocast=self.autocast,
-            discriminator=self.discriminator,
-            disc_optimizer=self.disc_optimizer,
-            gan_loss=gan_loss,
-        )
-        # Training streams (dropout, ...) differ per rank but are reproducible.
-        seed = derived_seed(cfg.train.seed, self.dist.rank)
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed)
-
-    def _restore(self, ckpt: dict[str, Any]) -> None:
-        self.generator.load_state_dict(ckpt["model"])
-        self.ema.load_state_dict(ckpt["ema"])
-        self.state = TrainState.from_dict(ckpt["train_state"])
-        if self.opts.reset_optimizer:
-            # Fresh Adam moments; the step (and so the LR schedule position) is kept.
-            self.log.info(f"--reset-optimizer: fresh optimiser state at step {self.state.step}")
-        else:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.discriminator is not None and ckpt.get("discriminator") is not None:
-            self.discriminator.load_state_dict(ckpt["discriminator"])
-            if not self.opts.reset_optimizer and ckpt.get("disc_optimizer") is not None:
-                self.disc_optimizer.load_state_dict(ckpt["disc_optimizer"])
-        if self.opts.reset_patience:
-            self.state.reset_patience()
-            self.log.info("--reset-patience: best TP SI-SDR and patience cleared")
-        set_lr(self.optimizer, lr_at(self.state.step, self.cfg.train))
-        self.log.info(f"resumed at step {self.state.step}")
-        self.log.jsonl({"kind": "event", "event": "resume", "step": self.state.step})
-
-    def _restore_rng(self, ckpt: dict[str, Any]) -> None:
-        per_rank = ckpt.get("rng_per_rank") or [ckpt["rng"]]
-        if len(per_rank) == self.dist.world_size:
-            restore_rng_state(per_rank[self.dist.rank])
-        else:
-            seed = derived_seed(self.cfg.train.seed, self.dist.rank, self.state.step)
-            torch.manual_seed(seed)
-            random.seed(seed)
-            np.random.seed(seed)
-            self.log.info("world size changed since the checkpoint: RNG streams reseeded")
-
-    def _build_data(self) -> None:
-        from hifi_tse.data.datasets import (
-            FixedExampleSet,
-            InfiniteSampler,
-            MixtureDataset,
-            collate_batch,
-        )
-
-        cfg, info = self.cfg, self.dist
-        train_set = MixtureDataset(
-            self.data_dir,
-            cfg,
-            split="train",
-            rank=info.rank,
-            examples_per_step=self.examples_per_step,
-        )
-        workers = cfg.data.num_workers
-        self.train_loader = DataLoader(
-            train_set,
-            batch_size=cfg.train.batch_size,
-            # The stream is pure in the index: resuming = starting at step * examples_per_step.
-            sampler=InfiniteSampler(
-                start_index=self.state.step * self.examples_per_step,
-                position=self._position if cfg.train.budget_minutes > 0 else None,
-            ),
-            collate_fn=collate_batch,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0,
-            worker_init_fn=ignore_stop_signals,
-        )
-        self.train_iter: Iterator[dict[str, Any]] = iter(self.train_loader)
-        # Generated once into an HDF5 cache in the run folder (rank 0 writes, others read).
-        if not info.is_main:
-            barrier()
-        val_set = FixedExampleSet(
-            self.data_dir,
-            cfg,
-            split="val",
-            seed=cfg.train.val_seed,
-            n=cfg.train.val_examples,
-            phase=PHASE_TP_TA,
-            cache_path=self.run_dir / VAL_CACHE_NAME,
-        )
-        if info.is_main:
-            barrier()
-        # Strided shard per rank; the all-reduce in validate() puts the whole set back together.
-        self.val_subset = Subset(val_set, list(range(info.rank, len(val_set), info.world_size)))
 
     # ------------------------------------------------------------------ loop
 
@@ -657,44 +372,6 @@ class Trainer:
         if improved:
             self.save(numbered=False, name=BEST_NAME)
 
-    # ------------------------------------------------------------------ checkpoints
-
-    def checkpoint_payload(self) -> dict[str, Any]:
-        """Everything needed to continue this run exactly (collective under DDP)."""
-        rng_all = gather_objects(capture_rng_state())
-        payload = build_checkpoint(
-            self.cfg,
-            self.state,
-            model=self.generator.state_dict(),
-            ema=self.ema.state_dict(),
-            optimizer=self.optimizer.state_dict(),
-            examples_per_step=self.examples_per_step,
-            world_size=self.dist.world_size,
-            discriminator=None if self.discriminator is None else self.discriminator.state_dict(),
-            disc_optimizer=None
-            if self.disc_optimizer is None
-            else self.disc_optimizer.state_dict(),
-        )
-        payload["rng_per_rank"] = rng_all
-        return payload
-
-    def save(self, numbered: bool, name: str | None = None) -> None:
-        """Write ``checkpoint_{step}.pt`` (then rotate) or the named checkpoint; rank 0 only."""
-        payload = self.checkpoint_payload()  # every rank joins the RNG gather
-        if numbered:
-            # On every rank: finish() decides from it whether all ranks save (and gather) once
-            # more, so a rank that skipped it would wait in another collective.
-            self._saved_at = self.state.step
-        if not self.dist.is_main:
-            return
-        path = self.run_dir / (numbered_name(self.state.step) if numbered else name)
-        save_checkpoint(path, payload)
-        if numbered:
-            rotate_checkpoints(self.run_dir, self.cfg.train.keep_last, self.boundaries)
-        self.log.jsonl(
-            {"kind": "event", "event": "checkpoint", "step": self.state.step, "path": path.name}
-        )
-
     def finish(self, reason: str) -> None:
         """Final validation (if the last step had none), numbered + final checkpoints."""
         step = self.state.step
@@ -734,15 +411,6 @@ class _Position:
 
     def __call__(self) -> int:
         return self.value
-
-
-def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader worker start-up: ignore SIGTERM, as torch's workers already ignore SIGINT.
-
-    A scheduler's pre-emption or ``kill -- -PGID`` signals the whole process group; a worker
-    that died of it would crash the trainer before :class:`_StopSignal` could save. The main
-    process stops its workers itself, and a worker exits on its own if the main one dies."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _StopSignal:

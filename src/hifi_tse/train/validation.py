@@ -111,11 +111,6 @@ class ValidationResult:
     audio: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
-def _rms(x: torch.Tensor) -> torch.Tensor:
-    """``(B, L) -> (B,)`` root mean square."""
-    return x.pow(2).mean(dim=-1).sqrt()
-
-
 @torch.no_grad()
 def validate(
     model: nn.Module,
@@ -134,7 +129,7 @@ def validate(
     ``tp_count`` and ``ta_count``. ``audio`` holds the first ``audio_examples`` examples of the
     shard as ``{"mix", "ref", "estimate"}`` ``(L,)`` float32 arrays.
     """
-    from hifi_tse.losses.separation import si_sdr
+    from hifi_tse.losses.separation import energy_db, rms, si_sdr
 
     eps = cfg.loss_weights.eps
     was_training = model.training
@@ -161,9 +156,9 @@ def validate(
             sdr = si_sdr(e, t, eps)
             sdr_m.add(sdr)
             sdri_m.add(sdr - si_sdr(m, t, eps))
-            rms_m.add(_rms(e), _rms(t))
+            rms_m.add(rms(e, eps), rms(t, eps))
         if (~present).any():
-            ta_m.add(10.0 * torch.log10(est[~present].pow(2).mean(dim=-1) + eps))
+            ta_m.add(energy_db(est[~present], eps))
         for i in range(min(audio_examples - len(audio), mix.shape[0])):
             audio.append(
                 {
