@@ -27,7 +27,7 @@ import torch
 from hifi_tse.api import Extractor
 from hifi_tse.checkpoints import save_generator_checkpoint
 from hifi_tse.config import load_config
-from hifi_tse.infer.loading import cpu_has_native_bf16
+from hifi_tse.devices import cpu_has_native_bf16
 from hifi_tse.infer.streaming import StreamingExtractor
 from hifi_tse.models.generator import build_generator
 

@@ -9,7 +9,12 @@ noise, simulated RIRs) at the config's sample rate with ``prepare_corpus``, crea
 times ``Trainer.run_one_step`` — data fetch, forward, losses, backward, clipping, optimiser and
 EMA — after a few warm-up steps.
 
-Usage: ``python benchmarks/bench_train.py [--steps 30] [--warmup 5] [--threads N] [--json F]``.
+With ``--cpu-precision``: ``train.bf16`` off and on, side by side in one run, on this CPU
+(when it has native bf16) for the demo config and the full 48 kHz config (``--full-steps``
+steps each, the full config being slow on a CPU).
+
+Usage: ``python benchmarks/bench_train.py [--steps 30] [--warmup 5] [--threads N]
+[--cpu-precision [--full-steps 3]] [--json F]``.
 """
 
 from __future__ import annotations
@@ -105,11 +110,37 @@ def bench(cfg: Config, device: str, steps: int, warmup: int) -> dict[str, float 
     }
 
 
+def cpu_precision(args: argparse.Namespace, quiet: list[str]) -> dict[str, dict]:
+    """``train.bf16`` off and on for the demo and full configs on CPU, in one process."""
+    from hifi_tse.devices import cpu_has_native_bf16
+
+    if not cpu_has_native_bf16():
+        print("--cpu-precision: this CPU has no native bf16; train.bf16 stays off on it")
+        return {}
+    out = {}
+    full_quiet = [*quiet, f"train.steps={args.full_steps + 2}"]
+    for name, config, steps, sets in (
+        ("demo", "demo.yaml", args.steps, quiet),
+        ("full", "hifi_tse.yaml", args.full_steps, full_quiet),
+    ):
+        for bf16 in (False, True):
+            cfg = load_config(REPO / "configs" / config, [*sets, f"train.bf16={bf16}"])
+            key = f"{name}_cpu_{'bf16' if bf16 else 'fp32'}"
+            out[key] = bench(cfg, "cpu", steps, 1 if name == "full" else args.warmup)
+        ratio = out[f"{name}_cpu_bf16"]["steps_per_s"] / out[f"{name}_cpu_fp32"]["steps_per_s"]
+        print(f"{name} config on CPU: bf16 {ratio:.2f}x the steps/s of fp32")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="timed optimiser steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument(
+        "--cpu-precision", action="store_true", help="time train.bf16 off and on, on CPU"
+    )
+    parser.add_argument("--full-steps", type=int, default=3, help="with --cpu-precision")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.threads:
@@ -136,6 +167,8 @@ def main() -> None:
     if torch.cuda.is_available():
         full = load_config(REPO / "configs/hifi_tse.yaml", quiet)
         results["full_cuda"] = bench(full, "cuda", args.steps, args.warmup)
+    if args.cpu_precision:
+        results.update(cpu_precision(args, quiet))
     for name, res in results.items():
         if name == "machine":
             print(f"machine: {res}")

@@ -117,7 +117,7 @@ def test_enrollment_checks(tiny_ckpt, clips):  # noqa: F811
 
 
 def test_bf16_precision_follows_fp32_or_is_refused(tiny_ckpt, clips):  # noqa: F811
-    from hifi_tse.infer.loading import cpu_has_native_bf16
+    from hifi_tse.devices import cpu_has_native_bf16
 
     mix, ref = clips
     if not cpu_has_native_bf16():

@@ -98,7 +98,7 @@ def test_stream_cli_pipes_pcm_through_the_causal_model(tmp_path, rate) -> None:
 
 
 def test_streaming_in_bf16_follows_the_fp32_stream(tmp_path) -> None:
-    from hifi_tse.infer.loading import cpu_has_native_bf16
+    from hifi_tse.devices import cpu_has_native_bf16
 
     if not cpu_has_native_bf16():
         pytest.skip("no native bf16 on this CPU")

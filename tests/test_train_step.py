@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import types
 from dataclasses import replace
 from pathlib import Path
@@ -175,3 +176,28 @@ def test_gan_warmup_trains_discriminator_only():
     assert res.applied
     assert all(torch.equal(a, b) for a, b in zip(g_before, _params(mods.generator)))
     assert any(not torch.equal(a, b) for a, b in zip(d_before, _params(mods.discriminator)))
+
+
+def test_train_bf16_autocasts_on_a_cpu_with_native_bf16(tiny_packs, tmp_path, one_thread):
+    """``train.bf16`` is honoured on CPU where the CPU runs bf16 natively; the step's losses
+    stay float32 and finite."""
+    from dataclasses import replace
+
+    from hifi_tse.config import load_config
+    from hifi_tse.devices import cpu_has_native_bf16
+    from hifi_tse.train.trainer import Trainer, TrainOptions
+
+    sets = ["train.bf16=true", "train.phase1_steps=0", "audio.segment_seconds=0.25"]
+    sets += ["audio.ref_seconds=0.25", "train.batch_size=2", "train.val_examples=4"]
+    cfg = load_config(TINY, sets)
+    opts = TrainOptions(
+        cfg=cfg, data_dir=tiny_packs, run_dir=tmp_path / "run", device="cpu", tensorboard=False
+    )
+    trainer = Trainer(opts)
+    assert trainer.autocast == cpu_has_native_bf16()
+    result = trainer.run_one_step()
+    assert result.applied and math.isfinite(result.terms["loss/total"])
+    off = Trainer(replace(opts, cfg=load_config(TINY, sets[1:]), run_dir=tmp_path / "off"))
+    assert off.autocast is False  # tiny.yaml keeps fp32
+    trainer.log.close()
+    off.log.close()

@@ -221,7 +221,11 @@ class TrainConfig:
     weight_decay: float = _f(1e-2, lo=0.0, hi=1.0, doc="AdamW weight decay")
     grad_clip: float = _f(5.0, lo=0.0, doc="max gradient norm (0 = off)")
     ema_decay: float = _f(0.999, lo=0.0, hi=1.0, doc="EMA decay per optimiser step")
-    bf16: bool = _f(True, doc="bf16 autocast on CUDA (losses in fp32)")
+    bf16: bool = _f(
+        True,
+        doc="bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16, AMX); "
+        "losses in fp32",
+    )
     max_nonfinite: int = _f(20, lo=1, doc="consecutive non-finite steps before stopping")
     log_interval: int = _f(100, lo=1, doc="console/TensorBoard logging, steps")
     save_interval: int = _f(5000, lo=1, doc="checkpoint interval, steps")

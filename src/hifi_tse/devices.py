@@ -1,4 +1,5 @@
-"""The one device resolver of the command lines, the API and the trainer."""
+"""The one device resolver of the command lines, the API and the trainer, and what the CPU can
+run natively."""
 
 from __future__ import annotations
 
@@ -24,3 +25,15 @@ def resolve_device(name: str | None, local_rank: int = 0) -> torch.device:
     if device is None or device.type not in ("cpu", "cuda"):
         raise UserError(f"--device {name}: expected cpu, cuda or cuda:N")
     return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU executes bf16 natively (AVX-512 BF16 or AMX), as oneDNN sees it."""
+    supported = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((supported and supported()) or (amx and amx()))
+
+
+def bf16_autocast_available(device: torch.device) -> bool:
+    """Whether bf16 autocast pays on ``device``: CUDA, or a CPU with native bf16."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())

@@ -14,6 +14,7 @@ import torch
 
 from hifi_tse.checkpoints import read_checkpoint
 from hifi_tse.config import Config, ConfigError, config_from_dict
+from hifi_tse.devices import cpu_has_native_bf16
 from hifi_tse.errors import UserError
 
 
@@ -104,10 +105,3 @@ def check_precision(precision: str, device: torch.device) -> str:
         if device.type == "cpu" and not cpu_has_native_bf16():
             raise UserError("--precision bf16: this CPU has no native bf16 (AVX-512 BF16 / AMX)")
     return precision
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU executes bf16 natively (AVX-512 BF16 or AMX), as oneDNN sees it."""
-    supported = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool((supported and supported()) or (amx and amx()))

@@ -29,6 +29,7 @@ from hifi_tse.checkpoints import (
     remove_partial_checkpoints,
 )
 from hifi_tse.config import save_config
+from hifi_tse.devices import bf16_autocast_available
 from hifi_tse.errors import UserError
 from hifi_tse.schedules import PHASE_TP_TA, TimeBudget, crossed, lr_at, stage_at
 from hifi_tse.train.distributed import (
@@ -95,7 +96,7 @@ class Trainer(RunSetup, RunCheckpoints):
             self.log.info(f"architecture taken from the checkpoint: {', '.join(arch_changed)}")
 
         self.device = self.dist.device
-        self.autocast = cfg.train.bf16 and self.device.type == "cuda"
+        self.autocast = cfg.train.bf16 and bf16_autocast_available(self.device)
         self.examples_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps
         self.boundaries = phase_boundary_steps(cfg)
         self.monitor = HealthMonitor(cfg.health, cfg.loss_weights)
