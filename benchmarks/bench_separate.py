@@ -9,6 +9,7 @@ untrained (speed and memory do not depend on them).
     python benchmarks/bench_separate.py --durations 60 --estimate-long 600
     python benchmarks/bench_separate.py --config configs/tiny.yaml --durations 60 600
     python benchmarks/bench_separate.py --seam-check 12          # chunked vs one pass
+    python benchmarks/bench_separate.py --durations 60 120 --precision fp32 bf16
 
 ``--estimate-long S`` prints an RTF-based time estimate for an S-second file instead of
 running it (labelled as an estimate). ``--seam-check S`` compares chunked extraction of an
@@ -74,8 +75,17 @@ def make_checkpoint(config: Path, path: Path) -> int:
     return cfg.audio.sample_rate
 
 
-def measure(args: argparse.Namespace, ckpt: Path, mix: Path, ref: Path, out: Path, device: str):
+def measure(
+    args: argparse.Namespace,
+    ckpt: Path,
+    mix: Path,
+    ref: Path,
+    out: Path,
+    device: str,
+    precision: str = "fp32",
+):
     cmd = [sys.executable, "-c", CHILD, "separate", "--checkpoint", str(ckpt)]
+    cmd += ["--precision", precision]
     cmd += ["--mix", str(mix), "--ref", str(ref), "-o", str(out), "--device", device]
     cmd += ["--threads", str(args.threads), "--chunk-seconds", str(args.chunk_seconds)]
     cmd += ["--overlap-seconds", str(args.overlap_seconds)]
@@ -143,6 +153,13 @@ def main() -> None:
     p.add_argument("--overlap-seconds", type=float, default=1.0)
     p.add_argument("--batch-chunks", type=int, default=2)
     p.add_argument("--cuda", action="store_true", help="also measure on CUDA when available")
+    p.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "bf16"],
+        help="precisions measured side by side (bf16 needs native-bf16 hardware)",
+    )
     p.add_argument("--seam-check", type=float, default=0.0, help="seconds (0 = skip)")
     p.add_argument("--seam-checkpoint", type=Path, help="trained model for the seam check")
     p.add_argument("--seam-set", action="append", default=[], metavar="KEY=VALUE")
@@ -172,10 +189,11 @@ def main() -> None:
         for seconds in args.durations:
             mix = tmp / f"mix_{int(seconds)}s.wav"
             write_input(mix, seconds, 48000, 1)
-            for device in devices:
-                r = measure(args, ckpt, mix, tmp / "ref.wav", tmp / "out.wav", device)
+            for device, precision in ((d, q) for d in devices for q in args.precision):
+                r = measure(args, ckpt, mix, tmp / "ref.wav", tmp / "out.wav", device, precision)
                 run = {
                     "device": device,
+                    "precision": precision,
                     "seconds": seconds,
                     "wall_s": round(r["wall_s"], 2),
                     "rtf": round(r["wall_s"] / seconds, 3),
