@@ -16,9 +16,7 @@ from hifi_tse.checkpoints import (
     rotate_checkpoints,
     save_checkpoint,
 )
-from hifi_tse.train.distributed import (
-    gather_objects,
-)
+from hifi_tse.train.distributed import gather_objects
 
 
 def weights_digest(module: torch.nn.Module) -> str:

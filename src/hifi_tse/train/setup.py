@@ -32,10 +32,7 @@ from hifi_tse.checkpoints import (
 from hifi_tse.config import Config, architecture_keys, config_from_dict
 from hifi_tse.errors import UserError
 from hifi_tse.schedules import PHASE_TP_TA, lr_at
-from hifi_tse.train.distributed import (
-    barrier,
-    wrap_ddp,
-)
+from hifi_tse.train.distributed import barrier, wrap_ddp
 from hifi_tse.train.ema import EMA
 from hifi_tse.train.step import StepModules, set_lr
 
