@@ -119,15 +119,7 @@ def build_corpus(corpus: Path, sample_rate: int, workers: int) -> None:
     from hifi_tse.data.demo_corpus_cli import format_summary
 
     summary = dc.build_demo_corpus(
-        out=corpus,
-        seed=dc.DEFAULT_SEED,
-        num_voices=dc.DEFAULT_VOICES,
-        sentences_per_voice=dc.DEFAULT_SENTENCES,
-        sample_rate=sample_rate,
-        workers=workers,
-        simulate_rirs=dc.DEFAULT_SIMULATE_RIRS,
-        progress=False,
-        real_voices=True,
+        out=corpus, sample_rate=sample_rate, workers=workers, progress=False, real_voices=True
     )
     print(format_summary(summary))
 

@@ -232,7 +232,7 @@ class FixedExampleSet(Dataset):
         }
         # Re-packing in another storage keeps the manifest but changes the samples (int16 /
         # 24-bit quantisation); float32 adds nothing, so caches made before storages stay.
-        storage = _pack_storage(self.packs_dir)
+        storage = recorded_storage(self.packs_dir) or LEGACY_STORAGE
         if storage != LEGACY_STORAGE:
             blob["storage"] = storage
         return hashlib.sha1(json.dumps(blob, sort_keys=True).encode()).hexdigest()
@@ -316,8 +316,3 @@ def _attr(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def _pack_storage(packs_dir: Path) -> str:
-    """The storage ``prepare_report.json`` names (reports from before storages: float32)."""
-    return recorded_storage(packs_dir) or LEGACY_STORAGE

@@ -698,12 +698,12 @@ def eval_share(num_voices: int) -> float:
 
 def build_demo_corpus(
     out: Path,
-    seed: int,
-    num_voices: int,
-    sentences_per_voice: int,
-    sample_rate: int,
-    workers: int,
-    simulate_rirs: int,
+    seed: int = DEFAULT_SEED,
+    num_voices: int = DEFAULT_VOICES,
+    sentences_per_voice: int = DEFAULT_SENTENCES,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
+    workers: int = 1,
+    simulate_rirs: int = DEFAULT_SIMULATE_RIRS,
     *,
     data_cfg: DataConfig | None = None,
     progress: bool = True,
