@@ -177,12 +177,12 @@ def prepare(root: Path, out: Path, sample_rate: int, cfg: Config, rirs: int, sto
         rirs,
         out,
         sample_rate,
-        cfg.data.min_seconds,
+        cfg.preparation.min_seconds,
         0.0,
         0.0,
         1,
         0,
-        data_cfg=cfg.data,
+        cfg=cfg,
         progress=False,
         storage=storage,
     )
@@ -268,7 +268,7 @@ def main() -> None:
         "quick": args.quick,
         "sample_rate": cfg.audio.sample_rate,
         "segment_seconds": cfg.audio.segment_seconds,
-        "max_rir_seconds": cfg.data.max_rir_seconds,
+        "max_rir_seconds": cfg.mixing.max_rir_seconds,
     }
     headline = "float32" if "float32" in args.storage else args.storage[0]
     storages: dict[str, dict[str, object]] = {}

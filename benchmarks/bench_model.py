@@ -53,7 +53,7 @@ def _make_loss(cfg, device):
     try:
         from hifi_tse.losses.objective import Objective
 
-        objective = Objective(cfg.loss_weights, cfg.audio.sample_rate).to(device)
+        objective = Objective(cfg.objective, cfg.audio.sample_rate).to(device)
 
         def loss(est, tgt, present):
             return objective(est, tgt, present, 2)[0]

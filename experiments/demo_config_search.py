@@ -26,14 +26,14 @@ COMMON = [
     "train.phase1_steps=360",
     "train.val_interval=150",
     "train.val_examples=64",
-    "data.num_workers=0",
+    "mixing.num_workers=0",
     # the starting point of the search; variants switch these on
     "band_split.level_features=false",
 ]
 # The data and learning-rate schedules sized to the 1200-step budget instead of 8000 steps.
 SCALED = [
-    "data.easy_steps=600",
-    "data.noisy_ref_ramp=[600,1200]",
+    "mixing.easy_steps=600",
+    "mixing.noisy_ref_ramp=[600,1200]",
     "train.warmup_steps=100",
 ]
 # Variants of options that have since left the code (last in commit 6b56eb1):

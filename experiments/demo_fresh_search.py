@@ -41,7 +41,7 @@ STEPS = 1350  # `hifi-tse demo` defaults: 15 minutes x 90 expected steps per min
 PHASE1_FRACTION = 0.5
 # Demo-style phase loss: windows as in the defaults, hop = window / 4 and no zero-padded FFT,
 # about a fifth of the default's STFT work (see docs/benchmarks.md).
-CHEAP_PHASE = "loss_weights.phase_resolutions=[[240,240,60],[600,600,150],[1200,1200,300]]"
+CHEAP_PHASE = "objective.phase_resolutions=[[240,240,60],[600,600,150],[1200,1200,300]]"
 
 # demo.yaml's STFT before 2026-12-01: 32 ms windows, 16 ms hop, 20 bands.
 STFT512 = [
@@ -61,12 +61,12 @@ HOP512 = [
     "{upper_hz: 4000.0, width_bins: 24}, {upper_hz: 8000.0, width_bins: 64}]",
 ]
 
-# "Seed n": other initial weights (train.seed) and other training mixtures (data.seed); the
+# "Seed n": other initial weights (train.seed) and other training mixtures (mixing.seed); the
 # test mixtures do not depend on them.
 SEEDS = {
-    1: ["train.seed=1", "data.seed=4321"],
-    2: ["train.seed=2", "data.seed=99"],
-    3: ["train.seed=3", "data.seed=777"],
+    1: ["train.seed=1", "mixing.seed=4321"],
+    2: ["train.seed=2", "mixing.seed=99"],
+    3: ["train.seed=3", "mixing.seed=777"],
 }
 
 # Variants of options that have since left the code (last in commit 6b56eb1):
@@ -78,7 +78,7 @@ VARIANTS: dict[str, list[str]] = {
     "cheap_phase_b2": [CHEAP_PHASE, "train.batch_size=2"],
     "cheap_phase_b4_seg1.5": [CHEAP_PHASE, "train.batch_size=4", "audio.segment_seconds=1.5"],
     "cheap_phase_b2_seg1.5": [CHEAP_PHASE, "train.batch_size=2", "audio.segment_seconds=1.5"],
-    "cheap_phase_b2_ta_ratio0.35": [CHEAP_PHASE, "train.batch_size=2", "data.ta_ratio=0.35"],
+    "cheap_phase_b2_ta_ratio0.35": [CHEAP_PHASE, "train.batch_size=2", "mixing.ta_ratio=0.35"],
     "cheap_phase_b2_lr3e-3": [
         CHEAP_PHASE,
         "train.batch_size=2",
@@ -107,7 +107,7 @@ VARIANTS: dict[str, list[str]] = {
         "model.feature_dim=64",
         "model.lstm_hidden=64",
     ],
-    "hop512_ta_ratio0.3": [*HOP512, "data.ta_ratio=0.3"],
+    "hop512_ta_ratio0.3": [*HOP512, "mixing.ta_ratio=0.3"],
     # hop512 with other initial weights and other training mixtures: the seed-to-seed spread
     "hop512_seed1": [*HOP512, *SEEDS[1]],
     "hop512_seed2": [*HOP512, *SEEDS[2]],
@@ -137,10 +137,10 @@ VARIANTS: dict[str, list[str]] = {
     "hop512_nodrop_seed2": [*HOP512, "model.ref_dropout_prob=0", *SEEDS[2]],
     "hop512_nodrop_seed3": [*HOP512, "model.ref_dropout_prob=0", *SEEDS[3]],
     # three times the TA weight at demo.yaml's anchor, 64 ms window (seeds 0 and 1)
-    "hop512_ta_w0.3": [*HOP512, "loss_weights.ta_weight=0.3"],
+    "hop512_ta_w0.3": [*HOP512, "objective.ta_weight=0.3"],
     "hop512_ta_w0.3_seed1": [
         *HOP512,
-        "loss_weights.ta_weight=0.3",
+        "objective.ta_weight=0.3",
         *SEEDS[1],
     ],
     # the auxiliary speaker classifier on the enrolment (48 demo training voices), no dropout
@@ -165,24 +165,24 @@ VARIANTS: dict[str, list[str]] = {
         *SEEDS[3],
     ],
     # three times the TA weight; the anchor scaled with it keeps the audit's blind gain
-    "ta_w0.3": ["loss_weights.ta_weight=0.3", "loss_weights.lambda_amp=30"],
+    "ta_w0.3": ["objective.ta_weight=0.3", "objective.lambda_amp=30"],
     # three times the TA weight at the default anchor (audit blind gain 0.88, inside the band)
-    "ta_w0.3_amp10": ["loss_weights.ta_weight=0.3"],
+    "ta_w0.3_amp10": ["objective.ta_weight=0.3"],
     # more target-absent mixtures per batch
-    "ta_ratio0.35": ["data.ta_ratio=0.35"],
+    "ta_ratio0.35": ["mixing.ta_ratio=0.35"],
     "ta_w0.3_ratio0.35": [
-        "loss_weights.ta_weight=0.3",
-        "loss_weights.lambda_amp=30",
-        "data.ta_ratio=0.35",
+        "objective.ta_weight=0.3",
+        "objective.lambda_amp=30",
+        "mixing.ta_ratio=0.35",
     ],
     # demo.yaml with the shape features (2026-12-01, late): three times the TA weight, and
     # the same with phase 2 (target-absent mixtures) from a quarter of the run instead of half
-    "shape_ta_w0.3": ["loss_weights.ta_weight=0.3"],
-    "shape_ta_w0.3_seed1": ["loss_weights.ta_weight=0.3", *SEEDS[1]],
-    "shape_ta_w0.3_seed2": ["loss_weights.ta_weight=0.3", *SEEDS[2]],
-    "shape_ta_w0.3_seed3": ["loss_weights.ta_weight=0.3", *SEEDS[3]],
-    "shape_ta_w0.3_p1q": ["loss_weights.ta_weight=0.3"],
-    "shape_ta_w0.3_p1q_seed1": ["loss_weights.ta_weight=0.3", *SEEDS[1]],
+    "shape_ta_w0.3": ["objective.ta_weight=0.3"],
+    "shape_ta_w0.3_seed1": ["objective.ta_weight=0.3", *SEEDS[1]],
+    "shape_ta_w0.3_seed2": ["objective.ta_weight=0.3", *SEEDS[2]],
+    "shape_ta_w0.3_seed3": ["objective.ta_weight=0.3", *SEEDS[3]],
+    "shape_ta_w0.3_p1q": ["objective.ta_weight=0.3"],
+    "shape_ta_w0.3_p1q_seed1": ["objective.ta_weight=0.3", *SEEDS[1]],
 }
 
 # demo.yaml's target-absent weight went from 0.1 to 0.3 on 2026-12-01 (late, the `shape_`
@@ -190,7 +190,7 @@ VARIANTS: dict[str, list[str]] = {
 # any, comes later and wins).
 for _name in VARIANTS:
     if not _name.startswith("shape_"):
-        VARIANTS[_name] = ["loss_weights.ta_weight=0.1", *VARIANTS[_name]]
+        VARIANTS[_name] = ["objective.ta_weight=0.1", *VARIANTS[_name]]
 
 # Variants whose phase 2 starts elsewhere than PHASE1_FRACTION of the run (`hifi-tse demo
 # --phase1-fraction`).

@@ -27,10 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS: dict[str, list[str]] = {
-    "legacy_db": ["loss_weights.ta_loss=legacy_db", "loss_weights.lambda_amp=0.0"],
-    "relu": ["loss_weights.ta_loss=relu", "loss_weights.lambda_amp=0.0"],
-    "relu_amp": ["loss_weights.ta_loss=relu", "loss_weights.lambda_amp=1.0"],
-    "relu_amp10": ["loss_weights.ta_loss=relu", "loss_weights.lambda_amp=10.0"],
+    "legacy_db": ["objective.ta_loss=legacy_db", "objective.lambda_amp=0.0"],
+    "relu": ["objective.ta_loss=relu", "objective.lambda_amp=0.0"],
+    "relu_amp": ["objective.ta_loss=relu", "objective.lambda_amp=1.0"],
+    "relu_amp10": ["objective.ta_loss=relu", "objective.lambda_amp=10.0"],
 }
 # The variants whose objective the start-up audit refuses (the point of running them).
 UNSAFE = {"legacy_db", "relu", "relu_amp"}
@@ -40,8 +40,8 @@ COMMON = [
     "train.phase1_steps=250",
     "train.val_interval=100",
     "train.val_examples=64",
-    "data.easy_steps=250",
-    "data.ta_ratio=0.3",
+    "mixing.easy_steps=250",
+    "mixing.ta_ratio=0.3",
     # the architecture of the runs made first (before demo.yaml gained these options)
     "band_split.level_features=false",
 ]
@@ -120,7 +120,7 @@ def write_doc(runs: dict[str, Path], args: argparse.Namespace) -> None:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[1].axhspan(cfg.health.rms_ratio_low, cfg.health.rms_ratio_high, color="g", alpha=0.08)
-    axes[2].axhline(cfg.loss_weights.ta_target_db, color="r", ls="--", lw=1)
+    axes[2].axhline(cfg.objective.ta_target_db, color="r", ls="--", lw=1)
     axes[0].legend()
     fig.tight_layout()
     png = args.doc.with_suffix(".png")
@@ -136,7 +136,7 @@ def write_doc(runs: dict[str, Path], args: argparse.Namespace) -> None:
         f"step {cfg.train.phase1_steps}. Validation: the fixed set of "
         f"{cfg.train.val_examples} mixtures (held-out voices), EMA weights.",
         "",
-        "- `legacy_db`: `loss_weights.ta_loss=legacy_db lambda_amp=0` (the seed's bug)",
+        "- `legacy_db`: `objective.ta_loss=legacy_db lambda_amp=0` (the seed's bug)",
         "- `relu`: `ta_loss=relu lambda_amp=0` (change 1 of the seed only)",
         "- `relu_amp`: `ta_loss=relu lambda_amp=1` (the first default)",
         "- `relu_amp10`: `ta_loss=relu lambda_amp=10` (the default now)",

@@ -11,7 +11,7 @@ from hifi_tse.config import load_config
 from hifi_tse.losses.audit import audit_objective, check_objective_safe, make_audit_signals
 
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
-LEGACY = "loss_weights.ta_loss=legacy_db"
+LEGACY = "objective.ta_loss=legacy_db"
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,9 @@ def test_blind_gain_follows_amplitude_weight(lambda_amp):
     """One common gain on a TP + TA batch settles where the amplitude anchor's pull up
     (2 lambda_amp ln g) balances the relu TA term's pull down (ta_weight * 20 / ln 10 per
     unit ln g): g = exp(-4.34 ta_weight / lambda_amp), nudged up by the phase term."""
-    cfg = load_config(TINY, ["audio.sample_rate=8000", f"loss_weights.lambda_amp={lambda_amp}"])
+    cfg = load_config(TINY, ["audio.sample_rate=8000", f"objective.lambda_amp={lambda_amp}"])
     r = audit_objective(cfg)
-    balance = np.exp(-10.0 / np.log(10.0) * cfg.loss_weights.ta_weight / lambda_amp)
+    balance = np.exp(-10.0 / np.log(10.0) * cfg.objective.ta_weight / lambda_amp)
     assert balance - 0.01 <= r.blind_gain <= balance + 0.03
     inside = cfg.health.rms_ratio_low <= r.blind_gain <= cfg.health.rms_ratio_high
     assert inside == (lambda_amp == 10.0)
@@ -64,10 +64,10 @@ def test_blind_gain_follows_amplitude_weight(lambda_amp):
 
 
 def test_audit_cli_flags_weak_amplitude_anchor(capsys):
-    weak = ["--set", "audio.sample_rate=8000", "--set", "loss_weights.lambda_amp=1"]
+    weak = ["--set", "audio.sample_rate=8000", "--set", "objective.lambda_amp=1"]
     assert main(["audit-loss", "--config", TINY, *weak]) == 1
     err = capsys.readouterr().err
-    assert "common output gain of 0.6" in err and "raise loss_weights.lambda_amp" in err
+    assert "common output gain of 0.6" in err and "raise objective.lambda_amp" in err
 
 
 def test_check_objective_safe():
@@ -119,7 +119,7 @@ def test_cli_with_data_uses_fixed_examples(tmp_path, capsys):
         sr, 0.5, 0.34, 0.0, 1, 0, progress=False,
     )  # fmt: skip
     # ta_ratio 0.5: the fixed set alternates TP, TA, so two examples give one of each
-    sets = ["audio.sample_rate=8000", "data.ta_ratio=0.5"]
+    sets = ["audio.sample_rate=8000", "mixing.ta_ratio=0.5"]
     args = ["audit-loss", "--config", TINY, "--data", str(packs), "--examples", "2"]
     assert main(args + [f"--set={s}" for s in sets + [LEGACY]]) == 1
     captured = capsys.readouterr()

@@ -19,8 +19,15 @@ def test_config_reference_is_current():
 
 def test_reference_lists_every_section():
     text = reference_markdown()
-    for section in ("audio.", "stft.", "band_split.", "model.", "loss_weights.", "data."):
-        assert f"`{section}" in text
+    sections = ("audio", "stft", "band_split", "model", "objective", "mixing", "preparation")
+    for section in (*sections, "train", "gan", "health"):
+        assert f"| `{section}." in text
+    # in the schema's order: the model group, objective, mixing, preparation, training, health
+    firsts = [text.index(f"| `{s}.") for s in (*sections, "train", "gan", "health")]
+    assert firsts == sorted(firsts)
+    # old names of keys are listed with their new ones
+    assert "| `data.ta_ratio` | `mixing.ta_ratio` |" in text
+    assert "| `loss_weights.ta_weight` | `objective.ta_weight` |" in text
 
 
 def write() -> None:

@@ -26,7 +26,7 @@ def make_cfg(data: dict | None = None, train: dict | None = None) -> Config:
     return config_from_dict(
         {
             "audio": {"sample_rate": SR, "segment_seconds": 0.5, "ref_seconds": 0.5},
-            "data": d,
+            "mixing": d,
             "train": {"steps": 100, "phase1_steps": 0, **(train or {})},
         }
     )

@@ -75,7 +75,7 @@ def test_demo_trains_evaluates_extracts_and_reports(tiny_packs, tmp_path, one_th
     half = NOMINAL_STEPS // 2
     assert fresh_cfg.train.budget_minutes == 0.75
     assert (fresh_cfg.train.steps, fresh_cfg.train.phase1_steps) == (NOMINAL_STEPS, half)
-    assert fresh_cfg.data.easy_steps == half and fresh_cfg.data.noisy_ref_ramp == [
+    assert fresh_cfg.mixing.easy_steps == half and fresh_cfg.mixing.noisy_ref_ramp == [
         half,
         NOMINAL_STEPS,
     ]
@@ -140,7 +140,7 @@ def test_budget_overrides_fit_every_schedule_and_a_fixed_number_of_validations(s
     # in a long schedule and fewer in a short one
     assert math.ceil(steps / cfg.train.val_interval) != FRESH_VALIDATIONS
     assert math.ceil(steps / sized.train.val_interval) == FRESH_VALIDATIONS
-    assert sized.data.noisy_ref_ramp == [steps // 2, steps]
+    assert sized.mixing.noisy_ref_ramp == [steps // 2, steps]
 
 
 @pytest.mark.parametrize(

@@ -216,13 +216,26 @@ def test_mix_set_pins_the_test_mixtures(tiny_ckpt, tiny_packs, tmp_path, capsys)
     out = tmp_path / "eval"
     base = ["evaluate", "--checkpoint", str(tiny_ckpt), "--data", str(tiny_packs)]
     base += ["--examples", "8", "--no-perceptual", "--out", str(out)]
-    assert main([*base, "--mix-set", "data.ta_ratio=0.5"]) == 0
+    assert main([*base, "--mix-set", "mixing.ta_ratio=0.5"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["ta"]["count"] == 4 and metrics["tp"]["count"] == 4  # checkpoint has 0.2
-    assert metrics["mix_overrides"] == ["data.ta_ratio=0.5"]
-    assert "data.ta_ratio=0.5" in (out / "report.md").read_text()
+    assert metrics["mix_overrides"] == ["mixing.ta_ratio=0.5"]
+    assert "mixing.ta_ratio=0.5" in (out / "report.md").read_text()
     capsys.readouterr()
-    for bad, named in (("model.num_blocks=3", "model.num_blocks"), ("data.ta_ratio=2", "ta_ratio")):
+    # the key's name before the data section was split still sets the same key
+    from hifi_tse.eval.evaluate import mixing_config
+    from hifi_tse.infer.loading import load_generator
+
+    cfg = load_generator(tiny_ckpt)[1]
+    old_name = mixing_config(cfg, ["data.ta_ratio=0.5"])
+    assert old_name == mixing_config(cfg, ["mixing.ta_ratio=0.5"]) != cfg
+    assert old_name.mixing.ta_ratio == 0.5
+    for bad, named in (
+        ("model.num_blocks=3", "model.num_blocks"),
+        ("mixing.ta_ratio=2", "ta_ratio"),
+        ("data.ta_ratio=2", "ta_ratio"),
+        ("data.min_seconds=1", "data.min_seconds"),  # a preparation key: not a mixing one
+    ):
         bad_out = tmp_path / bad
         code = main([*base[:-1], str(bad_out), "--mix-set", bad])
         err = capsys.readouterr().err.strip()

@@ -19,7 +19,7 @@ from hifi_tse.audio.signal import (
     speed_perturb,
 )
 from hifi_tse.config import Config, config_from_dict
-from hifi_tse.data.mixer import Sources, mix_example
+from hifi_tse.data.mixer import CLIP_PEAK, Sources, mix_example
 from hifi_tse.errors import UserError
 
 
@@ -36,7 +36,7 @@ def make_cfg(**data) -> Config:
     base = {"max_rir_seconds": 0.2}
     base.update(data)
     return config_from_dict(
-        {"audio": {"sample_rate": SR, "segment_seconds": 1.0, "ref_seconds": 0.75}, "data": base}
+        {"audio": {"sample_rate": SR, "segment_seconds": 1.0, "ref_seconds": 0.75}, "mixing": base}
     )
 
 
@@ -77,7 +77,7 @@ def test_lengths_snr_sir_reference_and_interferers(packs: Path) -> None:
         # realised SNR equals the drawn value (the clip guard scales speech and noise alike)
         np.testing.assert_allclose(ex.mix, c["speech"] + c["noise"], atol=1e-5)
         assert db(power(c["speech"]) / power(c["noise"])) == pytest.approx(ex.snr_db, abs=0.1)
-        assert cfg.data.snr_db[0] <= ex.snr_db <= cfg.data.snr_db[1]
+        assert cfg.mixing.snr_db[0] <= ex.snr_db <= cfg.mixing.snr_db[1]
         # every interferer at its drawn SIR against the target
         np.testing.assert_allclose(c["speech"], ex.target + c["interferers"].sum(0), atol=1e-5)
         for y, sir in zip(c["interferers"], m["sir_db"]):
@@ -89,7 +89,7 @@ def test_lengths_snr_sir_reference_and_interferers(packs: Path) -> None:
         assert m["ref_utterance"] != m["target_utterance"]
         assert spk_of[m["ref_utterance"]] == spk_of[m["target_utterance"]] == m["target_speaker"]
         assert [spk_of[u] for u in m["interferer_utterances"]] == m["interferer_speakers"]
-        assert np.max(np.abs(ex.mix)) <= cfg.data.clip_peak + 1e-6
+        assert np.max(np.abs(ex.mix)) <= CLIP_PEAK + 1e-6
         assert m["rir_ids"]["target"] is not None  # rir_prob = 1
         assert 0.9 <= m["speed"]["target"] <= 1.1
 
@@ -181,7 +181,7 @@ def test_curriculum_noisy_ref_and_padding(packs: Path) -> None:
     long_cfg = config_from_dict(
         {
             "audio": {"sample_rate": SR, "segment_seconds": 3.0, "ref_seconds": 2.0},
-            "data": {"max_rir_seconds": 0.2, "speed_perturb": False},
+            "mixing": {"max_rir_seconds": 0.2, "speed_perturb": False},
         }
     )
     ex = draw(long_cfg, packs, 3)

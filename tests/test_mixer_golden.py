@@ -57,10 +57,10 @@ def golden_config():
     from eval_fixtures import TINY
 
     cfg = load_config(TINY)
-    d = cfg.data
+    d = cfg.mixing
     # Every augmentation on: speed perturbation, reverberation, noise, noisy enrollments,
     # the easy-to-hard curriculum and its ramps.
-    d.speed_perturb, d.rir_prob, d.noise_prob, d.noisy_ref_prob = True, 0.8, 1.0, 0.6
+    d.speed_perturb, d.rir_prob, d.noisy_ref_prob = True, 0.8, 0.6  # noise: always
     d.easy_steps, d.noisy_ref_ramp = 200, [0, 300]
     return cfg
 

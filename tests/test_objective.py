@@ -16,7 +16,7 @@ SR = 16000
 
 
 def _cfg(**loss):
-    return config_from_dict({"audio": {"sample_rate": SR}, "loss_weights": loss})
+    return config_from_dict({"audio": {"sample_rate": SR}, "objective": loss})
 
 
 def _batch(present=(True, True, False, False), length=4000, seed=0):
@@ -33,7 +33,7 @@ def _disc(value: float):
 
 
 def test_term_names_per_phase():
-    obj = Objective(_cfg().loss_weights, SR)
+    obj = Objective(_cfg().objective, SR)
     est, tgt, tp = _batch()
     _, t1 = obj(est, tgt, tp, 1)
     assert set(t1) == {"sep", "phase", "amp", "ta_energy", "total"} | {
@@ -54,14 +54,14 @@ def test_term_names_per_phase():
 
 def test_phase2_total_composition_and_scene_aware_consistency():
     cfg = _cfg(lambda_sep=1.0, lambda_phase=0.5, lambda_amp=2.0, ta_weight=0.2)
-    obj = Objective(cfg.loss_weights, SR)
+    obj = Objective(cfg.objective, SR)
     est, tgt, tp = _batch()
     total, t = obj(est.requires_grad_(True), tgt, tp, 2)
     want = t["sep"] + 0.5 * t["phase"] + 2.0 * t["amp"]
     assert total.item() == pytest.approx(want.item(), rel=1e-5)
     assert t["total"].item() == pytest.approx(total.item())
     assert t["sep"].item() == pytest.approx(
-        scene_aware_from_config(est, tgt, tp, cfg.loss_weights).item(), rel=1e-5
+        scene_aware_from_config(est, tgt, tp, cfg.objective).item(), rel=1e-5
     )
     # TP-only terms see only TP examples: changing a TA output does not move them
     est2 = est.detach().clone()
@@ -77,7 +77,7 @@ def test_phase2_total_composition_and_scene_aware_consistency():
 
 
 def test_phase1_uses_all_examples():
-    weights = _cfg().loss_weights
+    weights = _cfg().objective
     obj = Objective(weights, SR)
     est, tgt, tp = _batch(present=(True, True, True))
     total, t = obj(est, tgt, tp, 1)
@@ -89,7 +89,7 @@ def test_phase1_uses_all_examples():
 
 
 def test_phase2_batch_without_tp_skips_tp_terms():
-    obj = Objective(_cfg().loss_weights, SR)
+    obj = Objective(_cfg().objective, SR)
     est, tgt, tp = _batch(present=(False, False))
     est.requires_grad_(True)
     total, t = obj(est, tgt, tp, 2)
@@ -102,7 +102,7 @@ def test_phase2_batch_without_tp_skips_tp_terms():
 
 
 def test_phase3_adds_scaled_adversarial_terms():
-    lc = _cfg(lambda_adv=1.0, lambda_fm=2.0).loss_weights
+    lc = _cfg(lambda_adv=1.0, lambda_fm=2.0).objective
     obj = Objective(lc, SR)
     est, tgt, tp = _batch()
     base, _ = obj(est, tgt, tp, 2)
@@ -116,7 +116,7 @@ def test_phase3_adds_scaled_adversarial_terms():
 
 
 def test_bf16_inputs_are_computed_in_fp32():
-    obj = Objective(_cfg().loss_weights, SR)
+    obj = Objective(_cfg().objective, SR)
     est, tgt, tp = _batch()
     total32, t32 = obj(est, tgt, tp, 2)
     total16, t16 = obj(est.bfloat16(), tgt.bfloat16(), tp, 2)
@@ -141,7 +141,7 @@ def _sweep(obj, base, target, present, gains):
 def test_gain_sweep_no_term_rewards_silence(ta_loss):
     """estimate = g * target (TP) and g * mixture (TA), g from ~0 to 2, phase-2 objective."""
     cfg = _cfg(ta_loss=ta_loss)
-    obj = Objective(cfg.loss_weights, SR)
+    obj = Objective(cfg.objective, SR)
     sig = make_audit_signals(SR)
     tp = sig["target_present"]
     gains = np.linspace(0.0, 2.0, 41)
@@ -160,7 +160,7 @@ def test_gain_sweep_no_term_rewards_silence(ta_loss):
 
     # TA: gain at which the loudest TA output is at ta_target_db
     loud_db = max(10 * math.log10(float(x.pow(2).mean())) for x in ta_mix)
-    g_ref = 10 ** ((cfg.loss_weights.ta_target_db - loud_db) / 20)
+    g_ref = 10 ** ((cfg.objective.ta_target_db - loud_db) / 20)
     (ref,) = _sweep(obj, ta_mix, torch.zeros_like(ta_mix), tp[~tp], [g_ref])
     quiet = [r for g, r in zip(gains, ta_rows) if g < g_ref]
     assert len(quiet) >= 3
@@ -177,7 +177,7 @@ def test_gain_sweep_no_term_rewards_silence(ta_loss):
 
 
 def test_legacy_objective_warns():
-    obj = Objective(_cfg(ta_loss="legacy_db").loss_weights, SR)
+    obj = Objective(_cfg(ta_loss="legacy_db").objective, SR)
     est, tgt, tp = _batch()
     with pytest.warns(SilenceRewardWarning):
         obj(est, tgt, tp, 2)

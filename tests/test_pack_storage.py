@@ -278,7 +278,7 @@ def test_cli_prepare_int16_then_mix(tmp_path: Path, capsys: pytest.CaptureFixtur
     cfg = config_from_dict(
         {
             "audio": {"sample_rate": SR, "segment_seconds": 1.0, "ref_seconds": 0.75},
-            "data": {"max_rir_seconds": 0.2, "rir_prob": 1.0},
+            "mixing": {"max_rir_seconds": 0.2, "rir_prob": 1.0},
         }
     )
     sources = Sources(out, "train", SR)

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from hifi_tse.cli import main as cli_main
-from hifi_tse.config import DataConfig
+from hifi_tse.config import Config, config_from_dict
 from hifi_tse.data.layouts import (
     SpeechSource,
     detect_layout,
@@ -101,10 +101,17 @@ def build_corpus(
         test_ratio,
         1,
         0,
-        data_cfg=DataConfig(max_rir_seconds=0.2, sim_rt60=[0.1, 0.3]),
+        cfg=_cfg(max_rir_seconds=0.2, sim_rt60=[0.1, 0.3]),
         progress=False,
     )
     return out
+
+
+def _cfg(max_rir_seconds: float = 1.0, **preparation) -> Config:
+    """A config with ``mixing.max_rir_seconds`` and ``preparation`` keys set."""
+    return config_from_dict(
+        {"mixing": {"max_rir_seconds": max_rir_seconds}, "preparation": preparation}
+    )
 
 
 def run_prepare(speech: list, out: Path, **kw) -> dict:
@@ -258,8 +265,8 @@ def test_measured_rirs_and_simulated_rirs(tmp_path: Path) -> None:
     reader = PackReader(tmp_path / "m")
     h = reader.read(rir_rows[0]["pack"], rir_rows[0]["key"])
     assert h[0] == pytest.approx(1.0) and np.max(np.abs(h)) == pytest.approx(1.0)
-    cfg = DataConfig(max_rir_seconds=0.25, sim_rt60=[0.2, 0.3])
-    kw = dict(simulate_rirs=3, data_cfg=cfg, seed=5)
+    cfg = _cfg(max_rir_seconds=0.25, sim_rt60=[0.2, 0.3])
+    kw = dict(simulate_rirs=3, cfg=cfg, seed=5)
     run_prepare([(root, None)], tmp_path / "s1", **kw)
     run_prepare([(root, None)], tmp_path / "s2", **kw)
     sims = [
@@ -275,11 +282,13 @@ def test_measured_rirs_and_simulated_rirs(tmp_path: Path) -> None:
         run_prepare([(root, None)], tmp_path / "x", rir=[rirs], simulate_rirs=2)
 
 
-def test_interrupted_prepare_resumes(tmp_path: Path) -> None:
+def test_interrupted_prepare_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hifi_tse.data.prepare as prepare_module
+
     root = make_speech_tree(tmp_path / "c", "vctk", n_speakers=4, n_utts=3)
     out = tmp_path / "out"
-    cfg = DataConfig(pack_files=4)  # 12 files -> 3 speech packs
-    first = run_prepare([(root, None)], out, data_cfg=cfg)
+    monkeypatch.setattr(prepare_module, "PACK_FILES", 4)  # 12 files -> 3 speech packs
+    first = run_prepare([(root, None)], out)
     packs = sorted((out / "packs").rglob("*.h5"))
     assert first["packs_written"] == 3 and len(packs) == 3
     manifest = (out / "manifest_train.jsonl").read_text()
@@ -290,7 +299,7 @@ def test_interrupted_prepare_resumes(tmp_path: Path) -> None:
     stale = victim.parent / f".{victim.stem}.abc123.tmp.h5"
     stale.write_bytes(b"half-written")
     os.sync()
-    second = run_prepare([(root, None)], out, data_cfg=cfg)
+    second = run_prepare([(root, None)], out)
     assert second["packs_written"] == 1 and second["packs_reused"] == 2
     assert victim.is_file() and not stale.exists()
     for p in packs:
@@ -303,7 +312,7 @@ def test_interrupted_prepare_resumes(tmp_path: Path) -> None:
     with h5py.File(victim, "r") as f:
         assert f.attrs["format"] == "hifi-tse-pack"
     # a different sample rate changes every pack's plan: all are redone
-    third = run_prepare([(root, None)], out, data_cfg=cfg, sample_rate=8000)
+    third = run_prepare([(root, None)], out, sample_rate=8000)
     assert third["packs_written"] == 3 and third["packs_reused"] == 0
 
 
@@ -337,20 +346,21 @@ def test_cli_prepare_writes_manifests(tmp_path: Path, capsys: pytest.CaptureFixt
     assert all((out / f"manifest_{s}.jsonl").is_file() for s in ("train", "val", "test"))
 
 
-def test_simulated_rir_redraws_rooms_too_large_for_a_dry_rt60() -> None:
+def test_simulated_rir_redraws_rooms_too_large_for_a_dry_rt60(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hifi_tse.data.rir as rir_module
+
     # Sabine: a 6 x 5 x 3 m room cannot be drier than ~0.115 s: such draws are redrawn
-    cfg = DataConfig(
-        max_rir_seconds=0.2,
-        sim_rt60=[0.1, 0.2],
-        sim_room_min=[6.0, 5.0, 3.0],
-        sim_room_max=[7.0, 6.0, 3.5],
-    )
+    monkeypatch.setattr(rir_module, "SIM_ROOM_MIN_M", (6.0, 5.0, 3.0))
+    monkeypatch.setattr(rir_module, "SIM_ROOM_MAX_M", (7.0, 6.0, 3.5))
+    cfg = _cfg(sim_rt60=[0.1, 0.2]).preparation
     for seed in range(4):
-        h, info = simulate_rir(np.random.default_rng(seed), SR, cfg)
+        h, info = simulate_rir(np.random.default_rng(seed), SR, cfg, 0.2)
         assert len(h) <= 0.2 * SR and abs(h[0]) == pytest.approx(1.0)
         assert 0.115 <= info["rt60"] <= 0.2 and all(np.array(info["room"]) >= [6.0, 5.0, 3.0])
     with pytest.raises(ValueError, match="sim_rt60"):
-        simulate_rir(np.random.default_rng(0), SR, DataConfig(sim_rt60=[0.01, 0.01]))
+        simulate_rir(np.random.default_rng(0), SR, _cfg(sim_rt60=[0.01, 0.01]).preparation, 1.0)
 
 
 def test_file_and_folder_with_the_same_name(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from test_prepare import run_prepare, tone, write
 
 from hifi_tse.cli import main as cli_main
-from hifi_tse.config import Config, DataConfig
+from hifi_tse.config import Config, config_from_dict
 from hifi_tse.data.layouts import SpeechSource, parse_source
 from hifi_tse.data.mixer import Sources
 from hifi_tse.data.real_voices import single_talker_spans
@@ -137,8 +137,8 @@ def test_voice_variants_are_training_speakers_that_keep_one_transform(tmp_path: 
     root = make_game_tree(tmp_path / "game", utts=4)
     src = SpeechSource(root, "pattern", FILLETS_LIKE, val_speakers=("nl-m", "nl-hs"),
                        test_speakers=("nl-v",), voice_variants=3)  # fmt: skip
-    cfg = DataConfig(variant_utterances=2)
-    report = run_prepare([src], tmp_path / "out", data_cfg=cfg)
+    cfg = config_from_dict({"preparation": {"variant_utterances": 2}})
+    report = run_prepare([src], tmp_path / "out", cfg=cfg)
     rows = {s: load_manifest(tmp_path / "out", s) for s in ("train", "val", "test")}
     assert not any("variant" in r for s in ("val", "test") for r in rows[s])  # never held out
     variants = [r for r in rows["train"] if "variant" in r]

@@ -20,10 +20,10 @@ def test_phase_boundaries_and_gan_phase():
 
 
 def test_noisy_ref_ramp_and_difficulty():
-    cfg = config_from_dict({"data": {"noisy_ref_prob": 0.5, "noisy_ref_ramp": [10, 20]}})
-    assert noisy_ref_prob_at(0, cfg.data) == 0.0
-    assert noisy_ref_prob_at(15, cfg.data) == 0.25
-    assert noisy_ref_prob_at(99, cfg.data) == 0.5
-    assert difficulty_at(0, cfg.data) == 1.0
-    cfg = config_from_dict({"data": {"easy_steps": 100}})
-    assert difficulty_at(0, cfg.data) == 0.0 and difficulty_at(50, cfg.data) == 0.5
+    cfg = config_from_dict({"mixing": {"noisy_ref_prob": 0.5, "noisy_ref_ramp": [10, 20]}})
+    assert noisy_ref_prob_at(0, cfg.mixing) == 0.0
+    assert noisy_ref_prob_at(15, cfg.mixing) == 0.25
+    assert noisy_ref_prob_at(99, cfg.mixing) == 0.5
+    assert difficulty_at(0, cfg.mixing) == 1.0
+    cfg = config_from_dict({"mixing": {"easy_steps": 100}})
+    assert difficulty_at(0, cfg.mixing) == 0.0 and difficulty_at(50, cfg.mixing) == 0.5

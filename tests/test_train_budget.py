@@ -55,7 +55,7 @@ BUDGET = (
 def test_budgeted_run_spends_its_budget_and_ends_its_schedule(tiny_packs: Path, tmp_path: Path):
     run = tmp_path / "run"
     # a data worker: the sampler hands it the schedule position from the first batch on
-    assert main(_cmd(tiny_packs, run, *BUDGET, "data.num_workers=1")) == 0
+    assert main(_cmd(tiny_packs, run, *BUDGET, "mixing.num_workers=1")) == 0
     end = _end(run)
     assert end["reason"] == "budget"
     rows = _records(run, "train")
@@ -106,7 +106,7 @@ def test_a_budgeted_run_through_the_python_api_exits_with_its_workers(
 
     from test_train_e2e import FAST, TINY, _env
 
-    sets = [*FAST, *BUDGET, "train.budget_minutes=0.1", "data.num_workers=1"]
+    sets = [*FAST, *BUDGET, "train.budget_minutes=0.1", "mixing.num_workers=1"]
     run = tmp_path / "run"
     done = subprocess.run(
         [sys.executable, "-c", _API_RUN, TINY, str(tiny_packs), str(run), *sets],

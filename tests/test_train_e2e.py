@@ -177,7 +177,7 @@ def test_sigkill_then_resume_reproduces_losses_exactly(
 def test_sigterm_saves_and_stops_then_resumes(tiny_packs: Path, tmp_path: Path, whole_group: bool):
     run = tmp_path / "run"
     # a data worker too when the whole group is signalled (a cluster's pre-emption does that)
-    workers = f"data.num_workers={1 if whole_group else 0}"
+    workers = f"mixing.num_workers={1 if whole_group else 0}"
     sets = ("train.steps=500", "train.phase1_steps=1", workers)
     argv = [sys.executable, "-m", "hifi_tse", *_cmd(tiny_packs, run, *sets)]
     proc = subprocess.Popen(
@@ -265,7 +265,7 @@ def test_max_minutes_stops_cleanly_with_final_checkpoint(tiny_packs: Path, tmp_p
 
 
 def test_unsafe_loss_refused_unless_allowed(tiny_packs: Path, tmp_path, capsys):
-    legacy = "loss_weights.ta_loss=legacy_db"
+    legacy = "objective.ta_loss=legacy_db"
     assert (
         main(_cmd(tiny_packs, tmp_path / "a", legacy, "train.steps=1", "train.phase1_steps=0")) == 2
     )
@@ -294,7 +294,7 @@ def test_validation_is_fixed_uses_config_ta_weight_and_restores_rng(tiny_packs: 
     from hifi_tse.train.trainer import Trainer, TrainOptions
 
     cfg = load_config(
-        TINY, [*FAST, "train.steps=4", "train.phase1_steps=2", "loss_weights.ta_weight=0.1"]
+        TINY, [*FAST, "train.steps=4", "train.phase1_steps=2", "objective.ta_weight=0.1"]
     )
     trainer = Trainer(
         TrainOptions(
@@ -314,7 +314,7 @@ def test_validation_is_fixed_uses_config_ta_weight_and_restores_rng(tiny_packs: 
     )
 
     def mean_loss(ta_weight: float) -> float:
-        lcfg = load_config(TINY, [*FAST, f"loss_weights.ta_weight={ta_weight}"]).loss_weights
+        lcfg = load_config(TINY, [*FAST, f"objective.ta_weight={ta_weight}"]).objective
         obj = Objective(lcfg, cfg.audio.sample_rate)
         with torch.no_grad():
             vals = [
@@ -421,7 +421,7 @@ def test_ta_heavy_training_keeps_tp_level(tiny_packs: Path, tmp_path: Path):
         "train.log_interval=25",
         "train.val_examples=16",
         "train.patience=100",
-        "data.ta_ratio=0.5",
+        "mixing.ta_ratio=0.5",
         "train.batch_size=4",
         "train.ema_decay=0.9",
     )
@@ -437,7 +437,7 @@ def test_dataloader_workers_do_not_change_training(tiny_packs: Path, tmp_path: P
     losses = []
     for workers in (0, 2):
         run = tmp_path / f"w{workers}"
-        assert main(_cmd(tiny_packs, run, *sets, f"data.num_workers={workers}")) == 0
+        assert main(_cmd(tiny_packs, run, *sets, f"mixing.num_workers={workers}")) == 0
         losses.append([(r["step"], r["loss/total"]) for r in _records(run, "train")])
         assert len(losses[-1]) == 3
     assert losses[0] == losses[1]

@@ -19,6 +19,7 @@ from hifi_tse.models.generator import build_generator
 from hifi_tse.schedules import stage_at
 from hifi_tse.train.ema import EMA
 from hifi_tse.train.logging_utils import RunLogger
+from hifi_tse.train.setup import ADAMW_BETAS
 from hifi_tse.train.step import StepModules, train_step
 from hifi_tse.train.trainer import Trainer, TrainingDiverged
 
@@ -57,8 +58,8 @@ def _mods(cfg, gan: bool = False) -> StepModules:
     return StepModules(
         cfg=cfg,
         generator=gen,
-        optimizer=torch.optim.AdamW(gen.parameters(), lr=1e-3, betas=tuple(cfg.train.betas)),
-        objective=Objective(cfg.loss_weights, cfg.audio.sample_rate),
+        optimizer=torch.optim.AdamW(gen.parameters(), lr=1e-3, betas=ADAMW_BETAS),
+        objective=Objective(cfg.objective, cfg.audio.sample_rate),
         ema=EMA(gen, cfg.train.ema_decay),
         device=torch.device("cpu"),
         autocast=False,
@@ -103,8 +104,11 @@ def test_nonfinite_loss_skips_the_step_and_leaves_state_alone():
     assert all(p.grad is None for p in mods.generator.parameters())
 
 
-def test_nonfinite_streak_stops_with_clear_message(tmp_path):
-    cfg = _cfg("train.max_nonfinite=3")
+def test_nonfinite_streak_stops_with_clear_message(tmp_path, monkeypatch):
+    import hifi_tse.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "MAX_NONFINITE_STEPS", 3)
+    cfg = _cfg()
     fake = types.SimpleNamespace(
         state=TrainState(step=7), cfg=cfg, log=RunLogger(tmp_path, active=True, tensorboard=False)
     )

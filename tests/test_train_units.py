@@ -157,7 +157,7 @@ def _val(step, ratio, ta_db=-30.0, sdr=0.0):
 
 def test_health_monitor_band_trend_and_ta_energy():
     cfg = config_from_dict({})
-    mon = HealthMonitor(cfg.health, cfg.loss_weights)
+    mon = HealthMonitor(cfg.health, cfg.objective)
     assert mon.check([_val(1, 1.0)]) == []
     out = mon.check([_val(1, 0.7)])
     assert len(out) == 1 and "outside the healthy band" in out[0]
@@ -258,7 +258,7 @@ def test_moments_mean_sem_and_ratio():
 def test_loss_guard_refuses_rewarding_silence():
     safe = load_config(TINY)  # tiny: the audit's sweep is quick
     assert check_loss_safety(safe, allow_unsafe=False) == []
-    legacy = load_config(TINY, ["loss_weights.ta_loss=legacy_db"])
+    legacy = load_config(TINY, ["objective.ta_loss=legacy_db"])
     with pytest.raises(UserError, match="reward silence") as info:
         check_loss_safety(legacy, allow_unsafe=False)
     assert "\n" not in str(info.value)

@@ -1,7 +1,11 @@
 """Typed configuration: schema, YAML loading, ``--set`` overrides and validation.
 
-Every tunable number of the toolkit lives here. Modules receive the section they need
-(``cfg.model``, ``cfg.loss_weights``, ...) and never read a key the schema lacks.
+Every tunable number of the toolkit lives here; numbers that are fixed by design are named
+constants in the module that uses them. Sections are grouped by who reads them: the model
+group (``audio``, ``stft``, ``band_split``, ``model``), ``objective`` (the loss),
+``mixing`` (mixer, datasets, DataLoader), ``preparation`` (``hifi-tse prepare`` and
+``make-demo-corpus``), ``train``, ``gan`` and ``health``. Modules receive the section they
+need and never read a key the schema lacks.
 
 Loading rejects unknown keys, wrong types and out-of-range values with a one-line
 ``ConfigError`` naming the dotted key and what was expected.
@@ -123,12 +127,12 @@ class ModelConfig:
         "real talkers (needs resemblyzer's weights: pip install --no-deps resemblyzer)",
     )
     decoder_hidden: int = _f(128, lo=1, hi=8192, doc="per-band mask MLP hidden width, units")
-    norm_eps: float = _f(1e-5, lo=1e-12, hi=1e-1, doc="LayerNorm variance floor, (feature units)^2")
 
 
 @dataclass
-class LossConfig:
-    """Loss weights and loss hyper-parameters: the only place they are set."""
+class ObjectiveConfig:
+    """Loss weights and loss hyper-parameters, read by the Objective: the only place they
+    are set."""
 
     lambda_sep: float = _f(1.0, lo=0.0, doc="separation term (-SI-SDR / scene-aware)")
     lambda_phase: float = _f(0.5, lo=0.0, doc="phase-sensitive STFT L1")
@@ -144,8 +148,6 @@ class LossConfig:
     ta_loss: Literal["relu", "legacy_db"] = _f(
         "relu", doc="TA term: relu(energy_db - target_db), or the seed's raw-dB bug"
     )
-    amp_min_ratio: float = _f(0.05, lo=1e-6, hi=1.0, doc="rms ratio clamp in amplitude loss")
-    eps: float = _f(1e-8, lo=0.0, hi=1e-2, doc="numerical floor in losses")
     phase_resolutions: list[list[int]] = _f(
         [[512, 240, 50], [1024, 600, 120], [2048, 1200, 240]],
         doc="phase loss STFTs [n_fft, win, hop] at 48 kHz; scaled with sample_rate",
@@ -153,8 +155,9 @@ class LossConfig:
 
 
 @dataclass
-class DataConfig:
-    """Mixing recipe (see data/mixer.py)."""
+class MixingConfig:
+    """The mixing recipe and its data loading: what the mixer, the datasets and the
+    DataLoader read (see data/mixer.py)."""
 
     ta_ratio: float = _f(0.2, lo=0.0, hi=1.0, doc="P(target absent) in phase 2")
     speed_perturb: bool = _f(
@@ -162,27 +165,31 @@ class DataConfig:
         doc="training only: resample each talker by a random speed factor, shared by the "
         "target and its enrollment (each factor acts as a new voice)",
     )
-    speed_range: list[float] = _f([0.9, 1.1], doc="speed factor range")
     num_interferers: list[int] = _f([1, 3], doc="interfering talkers, inclusive range")
     snr_db: list[float] = _f([-5.0, 15.0], doc="speech-to-noise ratio range, dB")
     sir_db: list[float] = _f([-5.0, 5.0], doc="target-to-each-interferer ratio range, dB")
-    noise_prob: float = _f(1.0, lo=0.0, hi=1.0, doc="P(add noise)")
     rir_prob: float = _f(1.0, lo=0.0, hi=1.0, doc="P(reverberate each talker)")
-    peak_norm: float = _f(0.9, lo=0.01, hi=1.0, doc="utterance peak after normalisation")
-    clip_peak: float = _f(0.95, lo=0.01, hi=1.0, doc="mixture peak that triggers rescaling")
-    max_rir_seconds: float = _f(1.0, lo=0.01, hi=10.0, doc="RIRs are cropped to this, s")
-    ref_snr_db: list[float] = _f([5.0, 20.0], doc="noisy reference SNR range, dB")
+    max_rir_seconds: float = _f(
+        1.0, lo=0.01, hi=10.0, doc="RIRs are cropped to this (simulated ones made this long), s"
+    )
     noisy_ref_prob: float = _f(0.5, lo=0.0, hi=1.0, doc="final P(noisy reference)")
     noisy_ref_ramp: list[int] = _f([0, 1], doc="steps [start, end] of the 0 -> prob ramp")
     easy_steps: int = _f(0, lo=0, doc="steps of the easy-to-hard curriculum (0 = off)")
     easy_snr_db: list[float] = _f([10.0, 20.0], doc="SNR range at the curriculum start, dB")
     num_workers: int = _f(2, lo=0, hi=256, doc="DataLoader workers per process")
-    seed: int = _f(1234, lo=0, doc="base seed of training mixtures")
-    # corpus preparation (hifi-tse prepare; CLI flags override)
+    seed: int = _f(
+        1234, lo=0, doc="base seed of training mixtures (and prepare's default RIR seed)"
+    )
+
+
+@dataclass
+class PreparationConfig:
+    """Corpus preparation: what ``hifi-tse prepare`` and ``make-demo-corpus`` read (their
+    command-line flags override)."""
+
     min_seconds: float = _f(4.0, lo=0.0, hi=3600.0, doc="shorter speech files are skipped, s")
     val_ratio: float = _f(0.05, lo=0.0, hi=0.5, doc="share of speakers/noise/RIRs for val")
     test_ratio: float = _f(0.05, lo=0.0, hi=0.5, doc="share of speakers/noise/RIRs for test")
-    pack_files: int = _f(2000, lo=1, doc="files per HDF5 pack shard (the resume unit)")
     # voice variants (prepare --voice-variants): pitch/formant-shifted training speakers
     variant_pitch_range: list[float] = _f([0.7, 1.45], doc="F0 ratio range of voice variants")
     variant_formant_range: list[float] = _f(
@@ -191,9 +198,41 @@ class DataConfig:
     variant_utterances: int = _f(40, lo=2, doc="utterances rendered per voice variant")
     # simulated RIRs (shoebox image method + Sabine-decay late tail)
     sim_rt60: list[float] = _f([0.1, 0.9], doc="RT60 range of simulated rooms, s")
-    sim_room_min: list[float] = _f([3.0, 3.0, 2.4], doc="smallest room [x, y, z], m")
-    sim_room_max: list[float] = _f([10.0, 8.0, 4.0], doc="largest room [x, y, z], m")
     sim_max_order: int = _f(12, lo=0, hi=200, doc="image-method reflection order cap")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = _f(500000, lo=1, doc="total optimiser steps")
+    phase1_steps: int = _f(200000, lo=0, doc="target-present-only steps")
+    batch_size: int = _f(2, lo=1, hi=4096, doc="examples per process per micro-batch")
+    grad_accum_steps: int = _f(1, lo=1, hi=1024, doc="micro-batches per optimiser step")
+    lr: float = _f(1e-3, lo=0.0, hi=1.0, doc="peak learning rate")
+    min_lr: float = _f(1e-5, lo=0.0, hi=1.0, doc="learning rate at the end of cosine decay")
+    warmup_steps: int = _f(5000, lo=0, doc="linear warm-up, optimiser steps")
+    grad_clip: float = _f(5.0, lo=0.0, doc="max gradient norm (0 = off)")
+    ema_decay: float = _f(0.999, lo=0.0, hi=1.0, doc="EMA decay per optimiser step")
+    bf16: bool = _f(
+        True,
+        doc="bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16, AMX); "
+        "losses in fp32",
+    )
+    log_interval: int = _f(100, lo=1, doc="console/TensorBoard logging, steps")
+    save_interval: int = _f(5000, lo=1, doc="checkpoint interval, steps")
+    keep_last: int = _f(5, lo=1, doc="rotating checkpoints kept")
+    val_interval: int = _f(5000, lo=1, doc="validation interval, steps")
+    val_examples: int = _f(400, lo=1, doc="size of the fixed validation set")
+    val_batch_size: int = _f(4, lo=1, doc="validation batch size")
+    val_audio_examples: int = _f(3, lo=0, doc="validation examples logged as audio")
+    patience: int = _f(10, lo=1, doc="validations without improvement before stopping")
+    budget_minutes: float = _f(
+        0.0,
+        lo=0.0,
+        doc="wall-clock budget, min (0 = off): the schedule position follows elapsed time, "
+        "train.steps and every step-valued key then place points in a nominal schedule, "
+        "and the run ends when the budget is spent",
+    )
+    seed: int = _f(0, lo=0, doc="model init / torch seed")
 
 
 @dataclass
@@ -206,44 +245,6 @@ class GanConfig:
     periods: list[int] = _f([2, 3, 5, 7, 11], doc="multi-period discriminator periods", arch=True)
     num_scales: int = _f(3, lo=1, hi=8, doc="multi-scale discriminator scales", arch=True)
     channels: int = _f(32, lo=1, hi=1024, doc="discriminator base channels", arch=True)
-
-
-@dataclass
-class TrainConfig:
-    steps: int = _f(500000, lo=1, doc="total optimiser steps")
-    phase1_steps: int = _f(200000, lo=0, doc="target-present-only steps")
-    batch_size: int = _f(2, lo=1, hi=4096, doc="examples per process per micro-batch")
-    grad_accum_steps: int = _f(1, lo=1, hi=1024, doc="micro-batches per optimiser step")
-    lr: float = _f(1e-3, lo=0.0, hi=1.0, doc="peak learning rate")
-    min_lr: float = _f(1e-5, lo=0.0, hi=1.0, doc="learning rate at the end of cosine decay")
-    warmup_steps: int = _f(5000, lo=0, doc="linear warm-up, optimiser steps")
-    betas: list[float] = _f([0.9, 0.999], doc="AdamW betas")
-    weight_decay: float = _f(1e-2, lo=0.0, hi=1.0, doc="AdamW weight decay")
-    grad_clip: float = _f(5.0, lo=0.0, doc="max gradient norm (0 = off)")
-    ema_decay: float = _f(0.999, lo=0.0, hi=1.0, doc="EMA decay per optimiser step")
-    bf16: bool = _f(
-        True,
-        doc="bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16, AMX); "
-        "losses in fp32",
-    )
-    max_nonfinite: int = _f(20, lo=1, doc="consecutive non-finite steps before stopping")
-    log_interval: int = _f(100, lo=1, doc="console/TensorBoard logging, steps")
-    save_interval: int = _f(5000, lo=1, doc="checkpoint interval, steps")
-    keep_last: int = _f(5, lo=1, doc="rotating checkpoints kept")
-    val_interval: int = _f(5000, lo=1, doc="validation interval, steps")
-    val_examples: int = _f(400, lo=1, doc="size of the fixed validation set")
-    val_seed: int = _f(20240601, lo=0, doc="seed of the fixed validation set")
-    val_batch_size: int = _f(4, lo=1, doc="validation batch size")
-    val_audio_examples: int = _f(3, lo=0, doc="validation examples logged as audio")
-    patience: int = _f(10, lo=1, doc="validations without improvement before stopping")
-    budget_minutes: float = _f(
-        0.0,
-        lo=0.0,
-        doc="wall-clock budget, min (0 = off): the schedule position follows elapsed time, "
-        "train.steps and every step-valued key then place points in a nominal schedule, "
-        "and the run ends when the budget is spent",
-    )
-    seed: int = _f(0, lo=0, doc="model init / torch seed")
 
 
 @dataclass
@@ -263,8 +264,9 @@ class Config:
     stft: StftConfig = field(default_factory=StftConfig)
     band_split: BandSplitConfig = field(default_factory=BandSplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss_weights: LossConfig = field(default_factory=LossConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    mixing: MixingConfig = field(default_factory=MixingConfig)
+    preparation: PreparationConfig = field(default_factory=PreparationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     gan: GanConfig = field(default_factory=GanConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
@@ -293,15 +295,12 @@ def architecture_keys() -> list[str]:
 # --------------------------------------------------------------------------- building
 
 _PAIR_KEYS = {
-    "data.speed_range",
-    "data.num_interferers",
-    "data.snr_db",
-    "data.sir_db",
-    "data.ref_snr_db",
-    "data.noisy_ref_ramp",
-    "data.easy_snr_db",
-    "data.sim_rt60",
-    "train.betas",
+    "mixing.num_interferers",
+    "mixing.snr_db",
+    "mixing.sir_db",
+    "mixing.noisy_ref_ramp",
+    "mixing.easy_snr_db",
+    "preparation.sim_rt60",
 }
 
 
@@ -359,16 +358,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 # Keys that left the schema: options measured without a gain (docs/benchmarks.md names the
-# last commit that had them) and settings that became constants or command-line flags.
-# Configs, recipes and checkpoints written before carry every key, so a retired key still
-# loads when it holds the value that is today's fixed behaviour; any other value asked for
-# something that no longer exists, and is an error saying what replaced it.
+# last commit that had them) and settings that became constants or command-line flags, under
+# the names they had then. Configs, recipes and checkpoints written before carry every key,
+# so a retired key still loads when it holds the value that is today's fixed behaviour; any
+# other value asked for something that no longer exists, and is an error saying what
+# replaced it.
 RETIRED_KEYS: dict[str, tuple[Any, str]] = {
     "band_split.level_floor_db": (-100.0, "fixed at -100 dB"),
     "model.film_pooling": ("mean", "FiLM pools the reference by its mean"),
     "model.mask_limit": (0.0, "the mask is uncapped"),
     "model.presence_gain": (False, "no per-frame presence gain"),
     "model.speaker_classes": (0, "no auxiliary speaker classifier; see model.speaker_embedding"),
+    "model.norm_eps": (1e-5, "fixed: NORM_EPS in models/generator.py"),
     "loss_weights.lambda_speaker": (0.0, "no auxiliary speaker classifier"),
     "loss_weights.lambda_mrstft": (0.0, "no multi-resolution STFT loss"),
     "loss_weights.mrstft_resolutions": (
@@ -380,22 +381,89 @@ RETIRED_KEYS: dict[str, tuple[Any, str]] = {
     "loss_weights.audit_min_gain": (1e-3, "hifi-tse audit-loss --min-gain"),
     "loss_weights.audit_tolerance": (1e-3, "hifi-tse audit-loss --tolerance"),
     "loss_weights.audit_examples": (32, "hifi-tse audit-loss --examples"),
+    "loss_weights.eps": (1e-8, "fixed: LOSS_EPS in losses/separation.py"),
+    "loss_weights.amp_min_ratio": (
+        0.05,
+        "fixed by ARCHITECTURE.md invariant 2: AMP_MIN_RATIO in losses/objective.py",
+    ),
     "data.min_rms_db": (-90.0, "fixed at -90 dB"),
     "data.sim_wall_margin": (0.5, "fixed at 0.5 m"),
     "data.sim_tail_window_ms": (10.0, "fixed at 10 ms"),
+    "data.peak_norm": (0.9, "fixed: PEAK_NORM in data/mixer.py"),
+    "data.clip_peak": (0.95, "fixed: CLIP_PEAK in data/mixer.py"),
+    "data.noise_prob": (1.0, "every mixture is noisy when the corpus has noise"),
+    "data.speed_range": ([0.9, 1.1], "fixed: SPEED_RANGE in data/mixer.py"),
+    "data.ref_snr_db": ([5.0, 20.0], "fixed: REF_SNR_DB in data/mixer.py"),
+    "data.pack_files": (2000, "fixed: PACK_FILES in data/prepare.py"),
+    "data.sim_room_min": ([3.0, 3.0, 2.4], "fixed: SIM_ROOM_MIN_M in data/rir.py"),
+    "data.sim_room_max": ([10.0, 8.0, 4.0], "fixed: SIM_ROOM_MAX_M in data/rir.py"),
+    "train.betas": ([0.9, 0.999], "fixed: ADAMW_BETAS in train/setup.py"),
+    "train.weight_decay": (0.01, "fixed: ADAMW_WEIGHT_DECAY in train/setup.py"),
+    "train.max_nonfinite": (20, "fixed: MAX_NONFINITE_STEPS in train/trainer.py"),
+    "train.val_seed": (20240601, "fixed: VAL_SEED in data/datasets.py"),
 }
+
+# Sections are named after who reads them; before, ``loss_weights`` held the objective's keys
+# and ``data`` both the mixing and the preparation keys. Configs, recipes, checkpoints and
+# ``--set`` overrides written with those names load through this table (old -> new key).
+RENAMED_KEYS: dict[str, str] = {
+    **{
+        f"loss_weights.{key}": f"objective.{key}"
+        for key in (
+            "lambda_sep", "lambda_phase", "lambda_amp", "lambda_adv", "lambda_fm",
+            "ta_weight", "ta_target_db", "ta_loss", "phase_resolutions",
+        )
+    },
+    **{
+        f"data.{key}": f"mixing.{key}"
+        for key in (
+            "ta_ratio", "speed_perturb", "num_interferers", "snr_db", "sir_db", "rir_prob",
+            "max_rir_seconds", "noisy_ref_prob", "noisy_ref_ramp", "easy_steps", "easy_snr_db",
+            "num_workers", "seed",
+        )
+    },
+    **{
+        f"data.{key}": f"preparation.{key}"
+        for key in (
+            "min_seconds", "val_ratio", "test_ratio", "variant_pitch_range",
+            "variant_formant_range", "variant_utterances", "sim_rt60", "sim_max_order",
+        )
+    },
+}  # fmt: skip
+# old section -> the sections its keys went to
+_RENAMED_SECTIONS: dict[str, list[str]] = {
+    section: sorted(
+        {n.split(".")[0] for o, n in RENAMED_KEYS.items() if o.startswith(f"{section}.")}
+    )
+    for section in {o.split(".")[0] for o in RENAMED_KEYS}
+}
+
+
+def current_key(dotted: str) -> str:
+    """The name ``dotted`` (``section.key``) has in today's schema: the new name of a key of a
+    renamed section (:data:`RENAMED_KEYS`), else ``dotted`` itself."""
+    return RENAMED_KEYS.get(dotted, dotted)
+
+
+def _is_fixed_value(value: Any, fixed: Any) -> bool:
+    if isinstance(fixed, float) and isinstance(value, str):
+        try:  # YAML 1.1 reads exponent forms without a dot ("1e-5") as strings
+            value = float(value)
+        except ValueError:
+            return False
+    return value == fixed
 
 
 def _drop_retired(data: dict[str, Any], prefix: str) -> dict[str, Any]:
     """``data`` without retired keys that hold today's fixed value; ConfigError otherwise."""
     kept = {}
     for key, value in data.items():
-        dotted = f"{prefix}.{key}" if prefix else key
+        dotted = f"{prefix}.{key}"
         if dotted not in RETIRED_KEYS:
             kept[key] = value
             continue
         fixed, replacement = RETIRED_KEYS[dotted]
-        if value != fixed:
+        if not _is_fixed_value(value, fixed):
             raise ConfigError(
                 f"{dotted}: removed from the config (expected {fixed!r} if present, got "
                 f"{value!r}; now: {replacement})"
@@ -403,10 +471,41 @@ def _drop_retired(data: dict[str, Any], prefix: str) -> dict[str, Any]:
     return kept
 
 
+def migrate_layout(data: dict[str, Any]) -> dict[str, Any]:
+    """A config mapping in today's layout: retired keys (at their fixed value) dropped and
+    the keys of renamed sections moved to their new names (:data:`RENAMED_KEYS`).
+
+    A mapping already in today's layout comes back equal, less its retired keys. Raises
+    ConfigError (one line) for a retired key at another value, an unknown key of a renamed
+    section, or a key given under both its old and its new name.
+    """
+    out: dict[str, Any] = {}
+    given_as: dict[str, str] = {}  # new dotted key -> the name it was given under
+    for section, body in data.items():
+        if not isinstance(body, dict):
+            out[section] = body  # not a section: _build names the problem
+            continue
+        if section not in _RENAMED_SECTIONS:
+            out.setdefault(section, {})
+        for key, value in _drop_retired(body, section).items():
+            old = f"{section}.{key}"
+            new = current_key(old)
+            if new == old and section in _RENAMED_SECTIONS:
+                raise ConfigError(
+                    f"{old}: unknown key (the {section} keys are now under "
+                    f"{' and '.join(_RENAMED_SECTIONS[section])})"
+                )
+            if new in given_as:
+                raise ConfigError(f"{new}: given twice (as {given_as[new]} and as {old}); keep one")
+            given_as[new] = old
+            new_section, new_key = new.split(".")
+            out.setdefault(new_section, {})[new_key] = value
+    return out
+
+
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name: f for f in dataclasses.fields(cls)}
-    data = _drop_retired(data, prefix)
     for key in data:
         if key not in names:
             dotted = f"{prefix}.{key}" if prefix else key
@@ -461,10 +560,10 @@ def _check_cross(cfg: Config) -> None:
     edges = [r.upper_hz for r in cfg.band_split.regions]
     if not cfg.band_split.regions or edges != sorted(edges):
         raise ConfigError(f"band_split.regions: expected ascending upper_hz, got {edges}")
-    for i, res in enumerate(cfg.loss_weights.phase_resolutions):
+    for i, res in enumerate(cfg.objective.phase_resolutions):
         if len(res) != 3:
             raise ConfigError(
-                f"loss_weights.phase_resolutions[{i}]: expected [n_fft, win, hop], got {res}"
+                f"objective.phase_resolutions[{i}]: expected [n_fft, win, hop], got {res}"
             )
     if cfg.train.phase1_steps > cfg.train.steps:
         raise ConfigError(
@@ -480,8 +579,9 @@ def _check_cross(cfg: Config) -> None:
 
 
 def config_from_dict(data: dict[str, Any] | None) -> Config:
-    """Build and validate a :class:`Config` from a nested mapping (missing keys default)."""
-    cfg = _build(Config, data or {})
+    """Build and validate a :class:`Config` from a nested mapping (missing keys default;
+    older layouts migrated by :func:`migrate_layout`)."""
+    cfg = _build(Config, migrate_layout(data or {}))
     _check_cross(cfg)
     return cfg
 
@@ -501,10 +601,16 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Apply ``section.key=value`` strings (values parsed as YAML) to a nested mapping."""
-    data = copy.deepcopy(data)
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a nested mapping.
+
+    The mapping is migrated to today's layout first and old key names in ``overrides`` are
+    renamed (:data:`RENAMED_KEYS`), so ``data.ta_ratio=0.3`` and ``mixing.ta_ratio=0.3`` set
+    the same key whichever layout the mapping was written in.
+    """
+    data = migrate_layout(copy.deepcopy(data))
     for item in overrides or []:
         path, value = _parse_override(item)
+        path = [*current_key(".".join(path[:2])).split("."), *path[2:]]
         node = data
         for part in path[:-1]:
             child = node.setdefault(part, {})

@@ -6,7 +6,13 @@ import argparse
 
 import yaml
 
-from hifi_tse.config import RETIRED_KEYS, architecture_keys, load_config, schema_rows
+from hifi_tse.config import (
+    RENAMED_KEYS,
+    RETIRED_KEYS,
+    architecture_keys,
+    load_config,
+    schema_rows,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,10 +28,14 @@ def _inline(value: object) -> str:
 
 def reference_markdown() -> str:
     """The config reference (every key, type, default, description) as a Markdown table,
-    then the retired keys with the one value they still load at."""
+    then the retired keys with the one value they still load at, then the renamed keys."""
     arch = set(architecture_keys())
     lines = [
-        "Keys marked *arch* define the network: a resumed run takes them from its checkpoint.",
+        "Sections are grouped by who reads them: the model (`audio`, `stft`, `band_split`,",
+        "`model`), the loss (`objective`), the mixer, datasets and DataLoader (`mixing`), corpus",
+        "preparation (`prepare`, `make-demo-corpus`: `preparation`), training (`train`, `gan`)",
+        "and the health monitor (`health`). Keys marked *arch* define the network: a resumed",
+        "run takes them from its checkpoint.",
         "",
         "| key | type | default | meaning | |",
         "|---|---|---|---|---|",
@@ -37,14 +47,26 @@ def reference_markdown() -> str:
         "",
         "## Retired keys",
         "",
-        "Older configs and checkpoints may hold these; they load when the value is the one",
-        "shown (today's fixed behaviour) and are an error otherwise.",
+        "Older configs and checkpoints may hold these (named as they were then); they load",
+        "when the value is the one shown (today's fixed behaviour) and are an error otherwise.",
         "",
         "| key | loads at | now |",
         "|---|---|---|",
     ]
     for key, (fixed, replacement) in RETIRED_KEYS.items():
         lines.append(f"| `{key}` | `{_inline(fixed)}` | {replacement} |")
+    lines += [
+        "",
+        "## Renamed keys",
+        "",
+        "The sections `loss_weights` (now `objective`) and `data` (now `mixing` and",
+        "`preparation`) had these keys. Configs, checkpoints and `--set` / `--mix-set`",
+        "overrides that use the old names still load: each key is read as its new name.",
+        "",
+        "| old key | key |",
+        "|---|---|",
+    ]
+    lines += [f"| `{old}` | `{new}` |" for old, new in RENAMED_KEYS.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -136,8 +136,8 @@ def budget_overrides(steps: int, phase1_fraction: float) -> list[str]:
         f"train.val_interval={-(-steps // FRESH_VALIDATIONS)}",
         f"train.steps={steps}",
         f"train.phase1_steps={max(int(steps * phase1_fraction), 1)}",
-        f"data.easy_steps={half}",
-        f"data.noisy_ref_ramp=[{half},{steps}]",
+        f"mixing.easy_steps={half}",
+        f"mixing.noisy_ref_ramp=[{half},{steps}]",
         f"train.warmup_steps={max(steps // 12, 1)}",
     ]
 

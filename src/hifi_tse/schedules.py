@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from hifi_tse.config import Config, DataConfig, TrainConfig
+from hifi_tse.config import Config, MixingConfig, TrainConfig
 
 PHASE_TP = 1
 PHASE_TP_TA = 2
@@ -43,17 +43,17 @@ def _ramp(step: int, start: int, end: int) -> float:
     return (step - start) / (end - start)
 
 
-def noisy_ref_prob_at(step: int, data_cfg: DataConfig) -> float:
+def noisy_ref_prob_at(step: int, mixing: MixingConfig) -> float:
     """Probability that the enrollment is reverberated and noised: ramps 0 → noisy_ref_prob."""
-    start, end = data_cfg.noisy_ref_ramp
-    return data_cfg.noisy_ref_prob * _ramp(step, start, end)
+    start, end = mixing.noisy_ref_ramp
+    return mixing.noisy_ref_prob * _ramp(step, start, end)
 
 
-def difficulty_at(step: int, data_cfg: DataConfig) -> float:
+def difficulty_at(step: int, mixing: MixingConfig) -> float:
     """Easy-to-hard data curriculum position: 0 = easiest recipe, 1 = the full recipe."""
-    if data_cfg.easy_steps <= 0:
+    if mixing.easy_steps <= 0:
         return 1.0
-    return _ramp(step, 0, data_cfg.easy_steps)
+    return _ramp(step, 0, mixing.easy_steps)
 
 
 def adv_scale_at(step: int, cfg: Config) -> float:
@@ -144,5 +144,5 @@ def stage_at(step: int, cfg: Config) -> Stage:
         phase=phase,
         train_discriminator=phase == PHASE_GAN,
         adv_scale=adv_scale_at(step, cfg),
-        noisy_ref_prob=noisy_ref_prob_at(step, cfg.data),
+        noisy_ref_prob=noisy_ref_prob_at(step, cfg.mixing),
     )

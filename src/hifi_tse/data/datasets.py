@@ -3,7 +3,7 @@
 Seeding story (why worker count, epoch and restarts never change the data):
 
 * Training: example ``i`` of rank ``r`` is drawn from
-  ``SeedSequence(cfg.data.seed, spawn_key=(TRAIN_STREAM, r, i))``. The index ``i`` is global
+  ``SeedSequence(cfg.mixing.seed, spawn_key=(TRAIN_STREAM, r, i))``. The index ``i`` is global
   to the rank's stream (the sampler yields 0, 1, 2, ...), so the DataLoader worker that
   happens to build it, the number of workers and the "epoch" play no part: there is no
   epoch, only a position in an endless stream. Resuming at optimiser step ``s`` starts the
@@ -43,6 +43,9 @@ from hifi_tse.utils import atomic_path
 
 TRAIN_STREAM = 0
 FIXED_STREAM = 1
+# Seed of the fixed validation set (ARCHITECTURE.md invariant 5): the same set in every run,
+# so validation figures of different runs compare; test sets take their own --seed.
+VAL_SEED = 20240601
 CACHE_FORMAT = "hifi-tse-fixed-set"
 
 
@@ -54,7 +57,7 @@ def example_rng(seed: int, *key: int) -> np.random.Generator:
 class MixtureDataset(Dataset):
     """Map-style endless training stream: ``ds[i]`` is example ``i`` of this rank.
 
-    ``ds[i]`` is a pure function of ``(cfg.data.seed, rank, i)``; the curriculum step is
+    ``ds[i]`` is a pure function of ``(cfg.mixing.seed, rank, i)``; the curriculum step is
     ``i // examples_per_step`` (phase, noisy-reference probability, difficulty).
     Use with :class:`InfiniteSampler` and :func:`collate_batch`.
 
@@ -83,7 +86,7 @@ class MixtureDataset(Dataset):
         replaces ``index // examples_per_step`` as the curriculum position."""
         if step is None:
             step = index // self.examples_per_step
-        rng = example_rng(self.cfg.data.seed, TRAIN_STREAM, self.rank, index)
+        rng = example_rng(self.cfg.mixing.seed, TRAIN_STREAM, self.rank, index)
         return mix_example(self.cfg, self.sources, rng, phase=phase_at(step, self.cfg), step=step)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
@@ -169,7 +172,7 @@ class FixedExampleSet(Dataset):
         self.cfg = cfg
         self.split = split
         self.voices = voices
-        self.seed = cfg.train.val_seed if seed is None else int(seed)
+        self.seed = VAL_SEED if seed is None else int(seed)
         self.n = cfg.train.val_examples if n is None else int(n)
         self.phase = int(phase)
         self.cache_path = Path(cache_path) if cache_path is not None else None
@@ -193,7 +196,7 @@ class FixedExampleSet(Dataset):
         """TP/TA pattern: TA where ``floor((i+1) * ta_ratio)`` increases (never in phase 1)."""
         if self.phase <= PHASE_TP:
             return True
-        r = self.cfg.data.ta_ratio
+        r = self.cfg.mixing.ta_ratio
         return int(np.floor((index + 1) * r)) == int(np.floor(index * r))
 
     def example(self, index: int) -> Example:
@@ -222,12 +225,14 @@ class FixedExampleSet(Dataset):
     # ----------------------------------------------------------------- cache
 
     def _fingerprint(self) -> str:
-        data = {k: v for k, v in self.cfg.to_dict()["data"].items() if k != "num_workers"}
+        # What the examples depend on: the mixing recipe (not its DataLoader workers), the
+        # mixer's code version (which covers its constants) and the corpus.
+        mixing = {k: v for k, v in self.cfg.to_dict()["mixing"].items() if k != "num_workers"}
         man = manifest_path(self.packs_dir, self.split)
         blob = {
             "mixer_format": MIXER_FORMAT_VERSION,
             "audio": self.cfg.to_dict()["audio"],
-            "data": data,
+            "mixing": mixing,
             "manifest": hashlib.sha1(man.read_bytes()).hexdigest() if man.is_file() else None,
         }
         # Re-packing in another storage keeps the manifest but changes the samples (int16 /

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from hifi_tse.audio.io import resample, save_audio
-from hifi_tse.config import DataConfig
+from hifi_tse.config import Config
 from hifi_tse.data import espeak
 from hifi_tse.data.layouts import SpeechSource
 from hifi_tse.data.real_voices import find_real_voices
@@ -705,7 +705,7 @@ def build_demo_corpus(
     workers: int = 1,
     simulate_rirs: int = DEFAULT_SIMULATE_RIRS,
     *,
-    data_cfg: DataConfig | None = None,
+    cfg: Config | None = None,
     progress: bool = True,
     real_voices: bool = False,
     voice_variants: int = DEFAULT_VOICE_VARIANTS,
@@ -713,8 +713,8 @@ def build_demo_corpus(
 ) -> dict[str, Any]:
     """Synthesise the demo corpus into ``out/raw`` and pack it into ``out`` (a packs dir).
 
-    ``workers`` <= 0 means one per CPU core. ``data_cfg`` (RIR simulation ranges, pack size,
-    voice-variant ranges) defaults to ``DataConfig()``; ``progress`` shows prepare's progress
+    ``workers`` <= 0 means one per CPU core. ``cfg`` (its ``preparation`` section and
+    ``mixing.max_rir_seconds``) defaults to ``Config()``; ``progress`` shows prepare's progress
     bar. ``real_voices`` adds the installed real sources (``real_roots`` overrides their
     locations: keyword arguments of :func:`hifi_tse.data.real_voices.find_real_voices`),
     with ``voice_variants`` pitch/formant variants of each real training talker.
@@ -758,7 +758,7 @@ def build_demo_corpus(
         test_ratio=share,
         workers=workers,
         seed=seed,
-        data_cfg=data_cfg,
+        cfg=cfg,
         progress=progress,
         # float32: the demo corpus is small, and its recorded figures were measured on it
         storage="float32",

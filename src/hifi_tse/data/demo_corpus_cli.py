@@ -42,7 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"shoebox RIRs to simulate (default {dc.DEFAULT_SIMULATE_RIRS})",
     )
     parser.add_argument(
-        "--config", type=Path, default=None, help="YAML config whose data.sim_* ranges apply"
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML config whose preparation section (and mixing.max_rir_seconds) applies",
     )
     parser.add_argument(
         "--no-real-voices",
@@ -94,11 +97,11 @@ def format_summary(summary: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    data_cfg = None
+    cfg = None
     if args.config is not None:
         from hifi_tse.config import load_config
 
-        data_cfg = load_config(args.config).data
+        cfg = load_config(args.config)
     summary = dc.build_demo_corpus(
         out=args.out,
         seed=args.seed,
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         sample_rate=args.sample_rate,
         workers=args.workers,
         simulate_rirs=args.simulate_rirs,
-        data_cfg=data_cfg,
+        cfg=cfg,
         progress=not args.quiet,
         real_voices=not args.no_real_voices,
         voice_variants=args.voice_variants,

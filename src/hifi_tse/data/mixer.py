@@ -2,7 +2,8 @@
 
 :func:`mix_example` is a pure function of ``(cfg, sources, rng, phase, step)``: every random
 choice is drawn from the ``rng`` passed in, in a fixed order, so the same seed gives the same
-example in any process. The recipe (all numbers from ``cfg.audio`` / ``cfg.data``):
+example in any process. The recipe (numbers from ``cfg.audio`` / ``cfg.mixing`` and the
+constants below):
 
 1. Target speaker and two different utterances of theirs (one for the mixture, one for the
    enrollment). TA (target absent) with probability ``ta_ratio`` in phase >= 2, never in
@@ -10,7 +11,7 @@ example in any process. The recipe (all numbers from ``cfg.audio`` / ``cfg.data`
 2. Each talker (target and 1-3 interferers from other distinct speakers) is rendered alike:
    a random crop of ``segment + RIR length`` samples (before speed perturbation, only that
    slice is read from HDF5), speed perturbation (training only; one factor per talker,
-   which the enrollment shares), peak normalisation to ``peak_norm``,
+   which the enrollment shares), peak normalisation to ``PEAK_NORM``,
    convolution with a random RIR (probability ``rir_prob``) and a crop of the last
    ``segment`` samples, so every output sample has its full reverberation history (real
    reverb tails at the segment start). The training target is the reverberant target.
@@ -21,9 +22,9 @@ example in any process. The recipe (all numbers from ``cfg.audio`` / ``cfg.data`
 5. The enrollment is sped up or down by its talker's factor (a resampled voice is another
    voice: pitch and formants move together, so a target perturbed apart from its enrollment
    would no longer match it), cropped to ``ref_seconds`` and peak-normalised; with probability
-   ``noisy_ref_prob_at(step)`` it is reverberated and noised at ``ref_snr_db``.
-6. If the mixture peak exceeds ``clip_peak``, mixture and target are scaled together so the
-   mixture peak is ``peak_norm``.
+   ``noisy_ref_prob_at(step)`` it is reverberated and noised at an SNR drawn from ``REF_SNR_DB``.
+6. If the mixture peak exceeds ``CLIP_PEAK``, mixture and target are scaled together so the
+   mixture peak is ``PEAK_NORM``.
 
 Easy-to-hard curriculum: at ``difficulty_at(step) == 0`` the interferer count is the low end
 of ``num_interferers`` and the SNR range is ``easy_snr_db``; both move linearly to the full
@@ -64,6 +65,20 @@ MIXER_FORMAT_VERSION = 1
 # Power floor of the SNR/SIR gain computation, dB: keeps a silent source from asking for an
 # infinite gain, far below any recorded speech or noise.
 MIN_RMS_DB = -90.0
+# Every utterance is peak-normalised to this before reverberation, and a mixture or enrollment
+# whose peak passes CLIP_PEAK is scaled back to it: headroom below full scale, so no example
+# clips when written as fixed-point audio.
+PEAK_NORM = 0.9
+CLIP_PEAK = 0.95
+# Speed-perturbation factors (training only): +-10 % keeps voices natural while each factor
+# acts as a new voice.
+SPEED_RANGE = (0.9, 1.1)
+# SNR range of a noisy enrollment, dB: enrollments are cleaner than the mixtures they select
+# from, as a user's enrollment recording is.
+REF_SNR_DB = (5.0, 20.0)
+# Probability of adding noise to a mixture when the split has noise clips: always. The draw
+# stays, as part of the RNG order that is the data contract (tests/test_mixer_golden.py).
+NOISE_PROB = 1.0
 
 
 @dataclass(frozen=True)
@@ -148,7 +163,7 @@ def _render_talker(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One talker's ``(length,)`` float32 contribution: crop, speed ``factor`` (1 = none),
     peak-norm, RIR, crop."""
-    d, sr = cfg.data, cfg.audio.sample_rate
+    d, sr = cfg.mixing, cfg.audio.sample_rate
     h, rir_id = None, None
     if sources.rirs and rng.random() < reverb_prob:
         rir = sources.rirs[int(rng.integers(len(sources.rirs)))]
@@ -159,7 +174,7 @@ def _render_talker(
     # Before speed perturbation ``factor`` times as many samples are needed; +1 covers the
     # resampler's rounding of the output length.
     raw = _read_crop(sources, clip, int(math.ceil(need * factor)) + 1, rng)
-    x = peak_normalise(speed_perturb(raw, factor, sr), d.peak_norm)
+    x = peak_normalise(speed_perturb(raw, factor, sr), PEAK_NORM)
     if len(x) >= need:
         x = x[:need]
     else:
@@ -187,9 +202,8 @@ def _lerp(a: float, b: float, t: float) -> float:
 
 
 def _speed_factor(cfg: Config, rng: np.random.Generator, augment: bool) -> float:
-    """A talker's speed factor: drawn from ``speed_range`` when perturbing, else 1."""
-    d = cfg.data
-    return float(rng.uniform(*d.speed_range)) if augment and d.speed_perturb else 1.0
+    """A talker's speed factor: drawn from ``SPEED_RANGE`` when perturbing, else 1."""
+    return float(rng.uniform(*SPEED_RANGE)) if augment and cfg.mixing.speed_perturb else 1.0
 
 
 @dataclass
@@ -235,7 +249,7 @@ def _draw_scene(
     step: int | None,
     target_present: bool | None,
 ) -> _Scene:
-    d = cfg.data
+    d = cfg.mixing
     difficulty = 1.0 if step is None else difficulty_at(step, d)
     p_noisy_ref = d.noisy_ref_prob if step is None else noisy_ref_prob_at(step, d)
     if phase < PHASE_TP_TA:
@@ -263,7 +277,7 @@ def _render_talkers(
     length: int,
     augment: bool,
 ) -> _Talkers:
-    d = cfg.data
+    d = cfg.mixing
     # One factor for the target talker, shared by its enrollment (drawn for TA too).
     target_factor = _speed_factor(cfg, rng, augment)
     target = np.zeros(length, dtype=np.float32)
@@ -303,7 +317,7 @@ def _set_interferer_levels(
         if not target_present and k == 0:
             sirs.append(None)
             continue
-        sir = float(rng.uniform(*cfg.data.sir_db))
+        sir = float(rng.uniform(*cfg.mixing.sir_db))
         interferers[k] = interferers[k] * gain_for_ratio(anchor, interferers[k], sir, floor)
         sirs.append(sir)
     return sirs
@@ -325,10 +339,10 @@ def _add_noise(
     realised SNR equals the drawn value exactly (before the clip guard, which scales speech
     and noise together and keeps the ratio).
     """
-    d = cfg.data
+    d = cfg.mixing
     snr_lo = _lerp(d.easy_snr_db[0], d.snr_db[0], difficulty)
     snr_hi = _lerp(d.easy_snr_db[1], d.snr_db[1], difficulty)
-    if sources.noise and rng.random() < d.noise_prob:
+    if sources.noise and rng.random() < NOISE_PROB:
         snr_db = float(rng.uniform(snr_lo, snr_hi))
         clip, noise_id = _noise_segment(sources, len(speech), rng)
         mix, noise = mix_at_snr(speech, clip, snr_db, floor)
@@ -346,7 +360,6 @@ def _render_enrollment(
     floor: float,
 ) -> _Enrollment:
     """Another utterance of the target speaker, optionally reverberant and noisy."""
-    d = cfg.data
     noisy_ref = bool(rng.random() < scene.noisy_ref_prob)
     clip = sources.utterances[int(scene.speakers[0])][scene.ref_utterance]
     ref, r_info = _render_talker(
@@ -360,12 +373,12 @@ def _render_enrollment(
     )
     ref_snr_db, ref_noise_id = None, None
     if noisy_ref and sources.noise:
-        ref_snr_db = float(rng.uniform(*d.ref_snr_db))
+        ref_snr_db = float(rng.uniform(*REF_SNR_DB))
         ref_noise, ref_noise_id = _noise_segment(sources, ref_length, rng)
         ref, _ = mix_at_snr(ref, ref_noise, ref_snr_db, floor)
     ref_peak = float(np.max(np.abs(ref)))
-    if ref_peak > d.clip_peak:
-        ref = ref * (d.peak_norm / ref_peak)
+    if ref_peak > CLIP_PEAK:
+        ref = ref * (PEAK_NORM / ref_peak)
     return _Enrollment(ref, r_info, noisy_ref, ref_snr_db, ref_noise_id)
 
 
@@ -432,7 +445,7 @@ def mix_example(
     interferer levels, the noise, the enrollment, then the clip guard.
 
     Args:
-        cfg: full config; ``cfg.audio`` and ``cfg.data`` are read.
+        cfg: full config; ``cfg.audio`` and ``cfg.mixing`` are read.
         sources: clips of the split to mix from.
         rng: the only source of randomness.
         phase: curriculum phase (1 = TP only; >= 2 adds TA with probability ``ta_ratio``).
@@ -448,7 +461,7 @@ def mix_example(
         Example with ``mix`` and ``target`` of ``segment_seconds`` and ``ref`` of
         ``ref_seconds`` (float32, exact lengths).
     """
-    d, sr = cfg.data, cfg.audio.sample_rate
+    sr = cfg.audio.sample_rate
     length = int(round(cfg.audio.segment_seconds * sr))
     floor = db_to_power(MIN_RMS_DB)
     scene = _draw_scene(cfg, sources, rng, phase, step, target_present)
@@ -464,8 +477,8 @@ def mix_example(
     # Clip guard: scale everything in the mixture together so ratios (SNR, SIR) survive.
     gain = 1.0
     peak = float(np.max(np.abs(mix)))
-    if peak > d.clip_peak:
-        gain = d.peak_norm / peak
+    if peak > CLIP_PEAK:
+        gain = PEAK_NORM / peak
         mix, target, speech, noise = mix * gain, target * gain, speech * gain, noise * gain
         interferers = [y * gain for y in interferers]
     meta = _meta(sources, scene, talkers, enrollment, sirs, (snr_db, noise_id), gain, phase, step)

@@ -12,9 +12,9 @@ Stages (all deterministic for a given input and seed):
    test hold unseen speakers, unseen noise and unseen rooms. A source that names its
    held-out speakers (``val_speakers`` / ``test_speakers``) uses those instead.
 3b. voice variants: a source with ``voice_variants`` K gets K pitch/formant-shifted copies
-   of each training speaker (``data.variant_utterances`` utterances each), new training
+   of each training speaker (``preparation.variant_utterances`` utterances each), new training
    speakers rendered while packing (:mod:`hifi_tse.data.voice_variants`).
-4. pack: per (kind, source, split), shards of ``DataConfig.pack_files`` files are decoded,
+4. pack: per (kind, source, split), shards of ``PACK_FILES`` files are decoded,
    downmixed, resampled (soxr) and written as HDF5 datasets in the chosen ``storage``
    (``float32``, ``int16`` with a per-file scale, or ``flac``; the layouts are in
    :mod:`hifi_tse.data.store`, recorded in each pack and in the report). Each shard is
@@ -46,9 +46,16 @@ import soundfile as sf
 from tqdm import tqdm
 
 from hifi_tse.audio.io import resample, to_mono
-from hifi_tse.config import DataConfig
+from hifi_tse.config import Config
 from hifi_tse.data.layouts import AudioFile, SpeechSource, scan_pattern, scan_plain, scan_speech
-from hifi_tse.data.rir import TAIL_WINDOW_MS, WALL_MARGIN_M, normalise_rir, simulate_rir
+from hifi_tse.data.rir import (
+    SIM_ROOM_MAX_M,
+    SIM_ROOM_MIN_M,
+    TAIL_WINDOW_MS,
+    WALL_MARGIN_M,
+    normalise_rir,
+    simulate_rir,
+)
 from hifi_tse.data.store import (
     DEFAULT_STORAGE,
     LEGACY_STORAGE,
@@ -76,6 +83,9 @@ _MIN_SPLIT_FILES = 1
 # The enrollment is a different utterance of the target speaker.
 _MIN_UTTERANCES_PER_SPEAKER = 2
 SIMULATED_SOURCE = "simulated"
+# Files per HDF5 pack shard: the unit a re-run reuses or redoes, and a size that keeps a
+# shard's decoding short next to the time a crash could cost.
+PACK_FILES = 2000
 _MAX_CHUNK = 64  # files per process-pool task at most
 
 
@@ -116,14 +126,14 @@ def _probe(path: str) -> tuple[int, int, str | None]:
 
 
 def _load(
-    args: tuple[_Task, int, int, DataConfig],
+    args: tuple[_Task, int, int, Config],
 ) -> tuple[np.ndarray | None, dict[str, Any] | None, str | None]:
     """Decode one task to ``(L,)`` float32 at the target rate: (audio, extra info, error)."""
-    task, sample_rate, seed, data_cfg = args
+    task, sample_rate, seed, cfg = args
     try:
         if task.sim_index >= 0:
             rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(task.sim_index,)))
-            h, info = simulate_rir(rng, sample_rate, data_cfg)
+            h, info = simulate_rir(rng, sample_rate, cfg.preparation, cfg.mixing.max_rir_seconds)
             return h, {"sim": info}, None
         wav, sr = sf.read(task.path, dtype="float32", always_2d=True)
         if wav.shape[0] == 0:
@@ -199,7 +209,7 @@ def prepare_corpus(
     workers: int,
     seed: int,
     *,
-    data_cfg: DataConfig | None = None,
+    cfg: Config | None = None,
     progress: bool = True,
     storage: str | None = None,
 ) -> dict[str, Any]:
@@ -217,15 +227,15 @@ def prepare_corpus(
         val_ratio, test_ratio: shares of speakers / noise files / RIRs for val and test.
         workers: decoding processes (<= 1: in this process).
         seed: seed of the RIR simulation.
-        data_cfg: pack size and simulation ranges (``DataConfig`` defaults when None).
+        cfg: ``preparation`` and ``mixing.max_rir_seconds`` (simulated RIR length); None: defaults.
         progress: show a tqdm bar (files/s) on stderr.
         storage: ``float32``, ``int16`` or ``flac`` (:mod:`hifi_tse.data.store`); None: the
             storage of the packs already in ``out``, else ``DEFAULT_STORAGE``.
     """
     t0 = time.perf_counter()
-    data_cfg, out = data_cfg or DataConfig(), Path(out)
+    cfg, out = cfg or Config(), Path(out)
     storage = check_storage(storage or recorded_storage(out) or DEFAULT_STORAGE)
-    _check_arguments(bool(speech), bool(rir), simulate_rirs, val_ratio, test_ratio, data_cfg)
+    _check_arguments(bool(speech), bool(rir), simulate_rirs, val_ratio, test_ratio)
     scan = _scan_sources(speech, noise, rir, simulate_rirs)
     tasks, speech_sources = scan.tasks, scan.speech
     errors: list[dict[str, str]] = []
@@ -235,10 +245,10 @@ def prepare_corpus(
         tasks, excluded = _drop_small_speakers(tasks)
         _check_named_speakers(tasks, speech_sources)
         _assign_splits(tasks, val_ratio, test_ratio, speech_sources)
-        tasks += _variant_tasks(tasks, speech_sources, seed, data_cfg)
-        packs = _plan_packs(tasks, sample_rate, seed, data_cfg, storage)
+        tasks += _variant_tasks(tasks, speech_sources, seed, cfg)
+        packs = _plan_packs(tasks, sample_rate, seed, cfg, storage)
         rows, written, reused = _run_packs(
-            packs, out, imap, sample_rate, seed, data_cfg, min_seconds, errors, short,
+            packs, out, imap, sample_rate, seed, cfg, min_seconds, errors, short,
             progress, storage,
         )  # fmt: skip
     rows, excluded_after = _drop_small_speakers_rows(rows)
@@ -305,7 +315,6 @@ def _check_arguments(
     simulate_rirs: int,
     val_ratio: float,
     test_ratio: float,
-    data_cfg: DataConfig,
 ) -> None:
     """One-line UserErrors for argument combinations prepare cannot run with."""
     if val_ratio < 0 or test_ratio < 0 or val_ratio + test_ratio >= 1:
@@ -317,12 +326,6 @@ def _check_arguments(
         raise UserError("--speech: expected at least one speech folder")
     if has_rir and simulate_rirs > 0:
         raise UserError("--rir and --simulate-rirs: give measured RIR folders or a count, not both")
-    lo, hi = data_cfg.sim_room_min, data_cfg.sim_room_max
-    if simulate_rirs > 0 and not (len(lo) == len(hi) == 3 and all(a <= b for a, b in zip(lo, hi))):
-        raise UserError(
-            f"data.sim_room_min/data.sim_room_max: expected [x, y, z] with min <= max, "
-            f"got {lo} and {hi}"
-        )
 
 
 @dataclass
@@ -508,7 +511,7 @@ def _check_named_speakers(tasks: list[_Task], speech_sources: dict[str, SpeechSo
 
 
 def _variant_tasks(
-    tasks: list[_Task], speech_sources: dict[str, SpeechSource], seed: int, data_cfg: DataConfig
+    tasks: list[_Task], speech_sources: dict[str, SpeechSource], seed: int, cfg: Config
 ) -> list[_Task]:
     """Voice-variant tasks for the training speakers of sources that ask for them."""
     by_speaker: dict[tuple[str, str], list[_Task]] = defaultdict(list)
@@ -525,10 +528,10 @@ def _variant_tasks(
             seed,
             f"{source}/{speaker}",
             count,
-            tuple(data_cfg.variant_pitch_range),
-            tuple(data_cfg.variant_formant_range),
+            tuple(cfg.preparation.variant_pitch_range),
+            tuple(cfg.preparation.variant_formant_range),
         )
-        per = min(len(group), data_cfg.variant_utterances)
+        per = min(len(group), cfg.preparation.variant_utterances)
         for k, variant in enumerate(variants):
             start = (k * per) % len(group)
             chosen = (group + group)[start : start + per]
@@ -545,8 +548,21 @@ def _variant_tasks(
     return out
 
 
+def _sim_plan(cfg: Config) -> dict[str, Any]:
+    """Everything a simulated RIR depends on besides seed and length, as the pack plan names
+    it: the simulation keys, and those that were keys once and are constants now (under
+    their old names, so the digests of existing packs stay valid)."""
+    return {
+        **{k: v for k, v in dataclasses.asdict(cfg.preparation).items() if "sim" in k},
+        "sim_room_min": list(SIM_ROOM_MIN_M),
+        "sim_room_max": list(SIM_ROOM_MAX_M),
+        "sim_wall_margin": WALL_MARGIN_M,
+        "sim_tail_window_ms": TAIL_WINDOW_MS,
+    }
+
+
 def _plan_packs(
-    tasks: list[_Task], sample_rate: int, seed: int, data_cfg: DataConfig, storage: str
+    tasks: list[_Task], sample_rate: int, seed: int, cfg: Config, storage: str
 ) -> list[_Pack]:
     groups: dict[tuple[str, str, str], list[_Task]] = defaultdict(list)
     for t in tasks:
@@ -554,7 +570,7 @@ def _plan_packs(
     packs = []
     for (kind, source, split), group in sorted(groups.items()):
         group.sort(key=lambda t: (t.speaker or "", t.utterance))
-        n = data_cfg.pack_files
+        n = PACK_FILES
         for shard, start in enumerate(range(0, len(group), n)):
             chunk = group[start : start + n]
             plan: dict[str, Any] = {
@@ -570,10 +586,9 @@ def _plan_packs(
                 # before storages existed, so those packs are still reused.
                 plan["storage"] = storage
             if source == SIMULATED_SOURCE:
-                sim_keys = {k: v for k, v in dataclasses.asdict(data_cfg).items() if "sim" in k}
-                # once config keys, now constants: the digests of existing packs stay valid
-                sim_keys.update(sim_wall_margin=WALL_MARGIN_M, sim_tail_window_ms=TAIL_WINDOW_MS)
-                plan.update(seed=seed, sim=sim_keys, max_rir_seconds=data_cfg.max_rir_seconds)
+                plan.update(
+                    seed=seed, sim=_sim_plan(cfg), max_rir_seconds=cfg.mixing.max_rir_seconds
+                )
             digest = hashlib.sha1(json.dumps(plan, sort_keys=True).encode()).hexdigest()
             packs.append(
                 _Pack(rel=f"packs/{kind}/{source}/{split}_{shard:04d}.h5", tasks=chunk, plan=digest)
@@ -610,7 +625,7 @@ def _run_packs(
     imap: Callable,
     sample_rate: int,
     seed: int,
-    data_cfg: DataConfig,
+    cfg: Config,
     min_seconds: float,
     errors: list[dict[str, str]],
     short: dict[str, int],
@@ -626,7 +641,7 @@ def _run_packs(
             p_rows: list[dict[str, Any]] = []
             p_errors: list[dict[str, str]] = []
             p_short: dict[str, int] = defaultdict(int)
-            args = [(t, sample_rate, seed, data_cfg) for t in pack.tasks]
+            args = [(t, sample_rate, seed, cfg) for t in pack.tasks]
             # Written file by file into a temporary pack, renamed only once complete.
             with (
                 atomic_path(out / pack.rel) as tmp,

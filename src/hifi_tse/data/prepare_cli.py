@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="K",
         help="K pitch/formant-shifted copies of each training speaker, as new training "
-        "speakers (data.variant_* ranges)",
+        "speakers (preparation.variant_* ranges)",
     )
     parser.add_argument(
         "--synthetic",
@@ -57,14 +57,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="YAML config (defaults)")
     parser.add_argument("--sample-rate", type=int, default=None, help="Hz (audio.sample_rate)")
     parser.add_argument(
-        "--min-seconds", type=float, default=None, help="skip shorter speech (data.min_seconds)"
+        "--min-seconds",
+        type=float,
+        default=None,
+        help="skip shorter speech (preparation.min_seconds)",
     )
-    parser.add_argument("--val-ratio", type=float, default=None, help="data.val_ratio")
-    parser.add_argument("--test-ratio", type=float, default=None, help="data.test_ratio")
+    parser.add_argument("--val-ratio", type=float, default=None, help="preparation.val_ratio")
+    parser.add_argument("--test-ratio", type=float, default=None, help="preparation.test_ratio")
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="decoding processes"
     )
-    parser.add_argument("--seed", type=int, default=None, help="RIR simulation seed (data.seed)")
+    parser.add_argument("--seed", type=int, default=None, help="RIR simulation seed (mixing.seed)")
     parser.add_argument(
         "--storage",
         choices=STORAGES,
@@ -110,12 +113,12 @@ def run(args: argparse.Namespace) -> int:
         simulate_rirs=args.simulate_rirs,
         out=args.out,
         sample_rate=int(_pick(args.sample_rate, cfg.audio.sample_rate)),
-        min_seconds=float(_pick(args.min_seconds, cfg.data.min_seconds)),
-        val_ratio=float(_pick(args.val_ratio, cfg.data.val_ratio)),
-        test_ratio=float(_pick(args.test_ratio, cfg.data.test_ratio)),
+        min_seconds=float(_pick(args.min_seconds, cfg.preparation.min_seconds)),
+        val_ratio=float(_pick(args.val_ratio, cfg.preparation.val_ratio)),
+        test_ratio=float(_pick(args.test_ratio, cfg.preparation.test_ratio)),
         workers=args.workers,
-        seed=int(_pick(args.seed, cfg.data.seed)),
-        data_cfg=cfg.data,
+        seed=int(_pick(args.seed, cfg.mixing.seed)),
+        cfg=cfg,
         progress=not args.quiet,
         storage=args.storage,
     )

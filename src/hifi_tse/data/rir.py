@@ -1,7 +1,7 @@
 """Room impulse responses: simulation (shoebox image method) and normalisation.
 
 Simulation is kept fast by capping the image-method reflection order
-(``DataConfig.sim_max_order``) and completing the late reverberation with Gaussian noise
+(``PreparationConfig.sim_max_order``) and completing the late reverberation with Gaussian noise
 whose envelope decays at the room's RT60 (Sabine), level-matched to the end of the
 image-method response. The result has the drawn RT60 at a cost of a few ms per RIR.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyroomacoustics as pra
 
-from hifi_tse.config import DataConfig
+from hifi_tse.config import PreparationConfig
 
 # Energy decays by 60 dB over one RT60 by definition.
 _RT60_DECAY_DB = 60.0
@@ -22,6 +22,10 @@ _MAX_ROOM_DRAWS = 1000
 WALL_MARGIN_M = 0.5
 # Window over which the appended noise tail is matched to the image method's level, ms.
 TAIL_WINDOW_MS = 10.0
+# Range of simulated shoebox rooms [x, y, z], m: from a small office to a large meeting room,
+# with ordinary ceiling heights; sim_rt60 then sets how reverberant each one is.
+SIM_ROOM_MIN_M = (3.0, 3.0, 2.4)
+SIM_ROOM_MAX_M = (10.0, 8.0, 4.0)
 
 
 def normalise_rir(h: np.ndarray) -> np.ndarray:
@@ -41,14 +45,15 @@ def normalise_rir(h: np.ndarray) -> np.ndarray:
 
 
 def simulate_rir(
-    rng: np.random.Generator, sample_rate: int, cfg: DataConfig
+    rng: np.random.Generator, sample_rate: int, cfg: PreparationConfig, max_seconds: float
 ) -> tuple[np.ndarray, dict]:
     """One random shoebox RIR ``(L_h,)`` float32 at ``sample_rate`` and its parameters.
 
-    Room size, RT60, source and microphone positions are drawn from ``rng`` within the
-    ``cfg.sim_*`` ranges. The response is cut at ``cfg.max_rir_seconds``.
+    Room size, RT60, source and microphone positions are drawn from ``rng`` within
+    ``SIM_ROOM_MIN_M``..``SIM_ROOM_MAX_M`` and the ``cfg.sim_*`` ranges. The response is cut
+    at ``max_seconds`` (``mixing.max_rir_seconds``: the mixer uses no more of it).
     """
-    lo, hi = np.asarray(cfg.sim_room_min, float), np.asarray(cfg.sim_room_max, float)
+    lo, hi = np.asarray(SIM_ROOM_MIN_M, float), np.asarray(SIM_ROOM_MAX_M, float)
     for _ in range(_MAX_ROOM_DRAWS):
         room = rng.uniform(lo, hi)
         rt60 = float(rng.uniform(*cfg.sim_rt60))
@@ -60,8 +65,8 @@ def simulate_rir(
             continue
     else:
         raise ValueError(
-            f"no room within {cfg.sim_room_min}..{cfg.sim_room_max} m reaches RT60 "
-            f"{cfg.sim_rt60} s (make data.sim_room_max smaller or data.sim_rt60 larger)"
+            f"no room within {list(SIM_ROOM_MIN_M)}..{list(SIM_ROOM_MAX_M)} m reaches RT60 "
+            f"{cfg.sim_rt60} s (raise preparation.sim_rt60)"
         )
     margin = min(WALL_MARGIN_M, float(room.min()) / 4)
     src = rng.uniform(margin, room - margin)
@@ -74,8 +79,8 @@ def simulate_rir(
     shoebox.add_microphone(mic.tolist())
     shoebox.compute_rir()
     h = normalise_rir(np.asarray(shoebox.rir[0][0], dtype=np.float32))
-    h = _extend_tail(h, rt60, sample_rate, cfg, rng)
-    max_len = int(round(cfg.max_rir_seconds * sample_rate))
+    h = _extend_tail(h, rt60, sample_rate, max_seconds, rng)
+    max_len = int(round(max_seconds * sample_rate))
     info = {
         "rt60": rt60,
         "room": [float(v) for v in room],
@@ -87,10 +92,10 @@ def simulate_rir(
 
 
 def _extend_tail(
-    h: np.ndarray, rt60: float, sample_rate: int, cfg: DataConfig, rng: np.random.Generator
+    h: np.ndarray, rt60: float, sample_rate: int, max_seconds: float, rng: np.random.Generator
 ) -> np.ndarray:
     """Append a noise tail decaying at ``rt60`` when the capped image method stopped early."""
-    full = int(round(min(rt60, cfg.max_rir_seconds) * sample_rate))
+    full = int(round(min(rt60, max_seconds) * sample_rate))
     win = max(1, int(round(TAIL_WINDOW_MS * 1e-3 * sample_rate)))
     if len(h) >= full or len(h) <= 2 * win:
         return h

@@ -96,9 +96,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--mix-set",
         action="append",
         default=[],
-        metavar="data.KEY=VALUE",
-        help="change the checkpoint's data settings for the --data mixtures (repeatable), "
-        "e.g. data.ta_ratio=0.2 to score checkpoints trained differently on the same mixtures",
+        metavar="mixing.KEY=VALUE",
+        help="change the checkpoint's mixing settings for the --data mixtures (repeatable), "
+        "e.g. mixing.ta_ratio=0.2 to score checkpoints trained differently on the same "
+        "mixtures (the old name data.KEY is accepted)",
     )
     p.add_argument(
         "--voices",

@@ -410,12 +410,14 @@ def _example_audio(
 
 
 def mixing_config(cfg: Config, overrides: Sequence[str]) -> Config:
-    """``cfg`` with ``data.KEY=VALUE`` overrides applied (the settings test mixtures are
-    built with); any other section is refused, since the model's own settings must not
-    change."""
+    """``cfg`` with ``mixing.KEY=VALUE`` overrides applied (the settings test mixtures are
+    built with; the old name ``data.KEY`` of a mixing key is accepted); any other section is
+    refused, since the model's own settings must not change."""
+    from hifi_tse.config import current_key
+
     for item in overrides:
-        if not item.strip().startswith("data."):
-            raise UserError(f"--mix-set {item!r}: expected data.KEY=VALUE")
+        if not current_key(item.split("=", 1)[0].strip()).startswith("mixing."):
+            raise UserError(f"--mix-set {item!r}: expected mixing.KEY=VALUE")
     if not overrides:
         return cfg
     try:

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from hifi_tse.audio.io import resample
-from hifi_tse.config import LossConfig
+from hifi_tse.losses.separation import LOSS_EPS
 from hifi_tse.losses.separation import si_sdr as loss_si_sdr
 
 # Energy floor of float32 audio: keeps log10 finite for digital silence without biasing any
 # audible level (far below 1 LSB of 24-bit audio, ~-145 dBFS).
 EPS = float(np.finfo(np.float32).tiny)
-SI_SDR_EPS = LossConfig().eps  # the training objective's floor (loss_weights.eps)
+SI_SDR_EPS = LOSS_EPS  # the training objective's floor
 PESQ_RATE = 16000  # PESQ wide-band is defined at 16 kHz only (ITU-T P.862.2)
 STOI_RATE = 10000  # STOI's internal rate; pystoi resamples itself, we do it once with soxr
 
@@ -40,7 +40,7 @@ def si_sdr(estimate: np.ndarray, target: np.ndarray) -> float:
     """Scale-invariant SDR in dB of ``estimate (L,)`` against ``target (L,)``.
 
     The training and validation definition (:func:`hifi_tse.losses.separation.si_sdr`), in
-    float64, with the default ``loss_weights.eps``: one rule for silent estimates everywhere
+    float64, with the same floor (``LOSS_EPS``): one rule for silent estimates everywhere
     — a digital-silence estimate scores ``10 log10(eps)`` (-80 dB), the worst value, so
     silence never looks like a neutral 0 dB.
     """

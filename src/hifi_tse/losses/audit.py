@@ -34,7 +34,7 @@ from torch import Tensor
 
 from hifi_tse.config import Config
 from hifi_tse.losses.objective import LOSS_TERMS, Objective
-from hifi_tse.losses.separation import SilenceRewardWarning, energy_db
+from hifi_tse.losses.separation import LOSS_EPS, SilenceRewardWarning, energy_db
 from hifi_tse.schedules import PHASE_TP, PHASE_TP_TA
 
 AUDIT_MIN_GAIN = 1e-3  # x: stands in for g = 0
@@ -272,7 +272,7 @@ def audit_objective(
     """Sweep the output gain through the configured objective and flag silence rewards.
 
     Args:
-        cfg: the full config (``loss_weights`` and ``audio.sample_rate`` are used).
+        cfg: the full config (``objective``, ``health`` and ``audio.sample_rate`` are used).
         signals: ``mix (B, L)``, ``target (B, L)``, ``target_present (B,)`` with at least one
             TP and one TA example; generated (:func:`make_audit_signals`) when None.
         gains: output gains to sweep; default ``np.linspace(0, 2, 41)``. Gains <= 0 are
@@ -283,7 +283,7 @@ def audit_objective(
     Returns:
         an :class:`AuditResult`; ``result.failures`` names every term that rewards silence.
     """
-    lc = cfg.loss_weights
+    lc = cfg.objective
     if gains is None:
         gains = np.linspace(0.0, 2.0, 41)
     gains = np.asarray(gains, dtype=np.float64)
@@ -308,7 +308,7 @@ def audit_objective(
     all_tp = torch.ones(tp_tgt.shape[0], dtype=torch.bool)
     all_ta = torch.zeros(ta_mix.shape[0], dtype=torch.bool)
     # TA right level: the gain at which the loudest TA output reaches ta_target_db
-    loudest_db = float(energy_db(ta_mix, lc.eps).max())
+    loudest_db = float(energy_db(ta_mix, LOSS_EPS).max())
     ta_ref = math.pow(10.0, (lc.ta_target_db - loudest_db) / 20.0)
 
     tol = tolerance

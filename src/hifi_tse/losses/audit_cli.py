@@ -56,7 +56,7 @@ def _to_tensor(x: object) -> Tensor:
 
 def signals_from_packs(packs_dir: Path, cfg: Config, count: int) -> dict[str, Tensor]:
     """``count`` TP and TA examples drawn from the fixed validation set of ``packs_dir``."""
-    from hifi_tse.data.datasets import FixedExampleSet
+    from hifi_tse.data.datasets import VAL_SEED, FixedExampleSet
 
     if count < 2:
         raise UserError(f"--examples {count}: expected at least 2 (one TP and one TA)")
@@ -66,7 +66,7 @@ def signals_from_packs(packs_dir: Path, cfg: Config, count: int) -> dict[str, Te
         packs_dir,
         cfg,
         split="val",
-        seed=cfg.train.val_seed,
+        seed=VAL_SEED,
         n=count,
         phase=2,
     )
@@ -80,7 +80,7 @@ def signals_from_packs(packs_dir: Path, cfg: Config, count: int) -> dict[str, Te
         raise UserError(
             f"--data {packs_dir}: the first {len(present)} validation examples are all "
             f"{'target-present' if all(present) else 'target-absent'}; need both kinds "
-            "(raise --examples or data.ta_ratio)"
+            "(raise --examples or mixing.ta_ratio)"
         )
     length = min(m.shape[-1] for m in mixes)  # examples share the segment length; be safe
     return {
@@ -101,8 +101,7 @@ def run(args: argparse.Namespace) -> int:
         source = f"{n_tp} TP + {n_ta} TA validation examples from {args.data}"
     result = audit_objective(cfg, signals, min_gain=args.min_gain, tolerance=args.tolerance)
     print(
-        f"loss audit ({source}; ta_loss={cfg.loss_weights.ta_loss}, tolerance "
-        f"{result.tolerance:g})\n"
+        f"loss audit ({source}; ta_loss={cfg.objective.ta_loss}, tolerance {result.tolerance:g})\n"
     )
     print(result.table())
     silence = [f for f in result.failures if "/mixed/" not in f]
@@ -112,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
             "the right level): "
             + ", ".join(silence)
             + (
-                " — loss_weights.ta_loss=legacy_db is the seed's raw-dB bug; use relu"
-                if cfg.loss_weights.ta_loss == "legacy_db"
+                " — objective.ta_loss=legacy_db is the seed's raw-dB bug; use relu"
+                if cfg.objective.ta_loss == "legacy_db"
                 else ""
             ),
             file=sys.stderr,
@@ -124,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             f"FAIL: a model that cannot yet tell TP from TA minimises the loss at a common "
             f"output gain of {result.blind_gain:.3f}, outside the healthy rms_ratio band "
             f"{low:g}..{high:g}: the TP level will drift as TA suppression grows; raise "
-            f"loss_weights.lambda_amp or lower loss_weights.ta_weight",
+            f"objective.lambda_amp or lower objective.ta_weight",
             file=sys.stderr,
         )
     if result.failures:

@@ -1,4 +1,4 @@
-"""The training objective: composes the per-phase total from ``LossConfig``.
+"""The training objective: composes the per-phase total from ``ObjectiveConfig``.
 
 Phase 1 (TP only): ``lambda_sep * mean(-SI-SDR) + lambda_phase * phase + lambda_amp * amp``
 on every example.
@@ -18,9 +18,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from hifi_tse.config import LossConfig
+from hifi_tse.config import ObjectiveConfig
 from hifi_tse.losses.adversarial import AdversarialInputs, GANLoss
 from hifi_tse.losses.separation import (
+    LOSS_EPS,
     amplitude_loss,
     check_mask,
     check_pair,
@@ -34,12 +35,17 @@ from hifi_tse.losses.separation import (
 from hifi_tse.losses.spectral import PhaseSensitiveLoss
 from hifi_tse.schedules import PHASE_GAN, PHASE_TP, PHASE_TP_TA
 
+# Lower clamp of the TP output/target RMS ratio in the amplitude anchor, fixed by
+# ARCHITECTURE.md invariant 2: the log-ratio penalty is capped at log(0.05)^2 (a -26 dB
+# output), so a silent estimate (log 0) cannot turn it infinite.
+AMP_MIN_RATIO = 0.05
+
 LOSS_TERMS = ("sep", "phase", "amp", "ta_energy", "adv", "fm", "total")
 """Names that are losses (lower is better); the rest of ``terms`` are diagnostics."""
 
 
 def scene_aware_from_config(
-    estimate: Tensor, target: Tensor, target_present: Tensor, loss_cfg: LossConfig
+    estimate: Tensor, target: Tensor, target_present: Tensor, loss_cfg: ObjectiveConfig
 ) -> Tensor:
     """``scene_aware_loss`` with every weight taken from ``loss_cfg`` (train = validation)."""
     return scene_aware_loss(
@@ -49,7 +55,7 @@ def scene_aware_from_config(
         ta_weight=loss_cfg.ta_weight,
         ta_target_db=loss_cfg.ta_target_db,
         ta_loss=loss_cfg.ta_loss,
-        eps=loss_cfg.eps,
+        eps=LOSS_EPS,
     )
 
 
@@ -57,11 +63,11 @@ class Objective(nn.Module):
     """Per-phase training objective built from the config.
 
     Args:
-        loss_cfg: ``cfg.loss_weights``.
+        loss_cfg: ``cfg.objective``.
         sample_rate: model sample rate, Hz (scales the STFT resolutions).
     """
 
-    def __init__(self, loss_cfg: LossConfig, sample_rate: int) -> None:
+    def __init__(self, loss_cfg: ObjectiveConfig, sample_rate: int) -> None:
         super().__init__()
         self.cfg = loss_cfg
         self.sample_rate = int(sample_rate)
@@ -74,7 +80,7 @@ class Objective(nn.Module):
             estimate,
             ta_loss=c.ta_loss,
             ta_target_db=c.ta_target_db,
-            eps=c.eps,
+            eps=LOSS_EPS,
         )
 
     def forward(
@@ -116,9 +122,9 @@ class Objective(nn.Module):
             terms: dict[str, Tensor] = {}
 
             if phase == PHASE_TP:
-                sep = -si_sdr(est, tgt, c.eps).mean()
+                sep = -si_sdr(est, tgt, LOSS_EPS).mean()
                 phase_l = self.phase_loss(est, tgt)
-                amp = amplitude_loss(est, tgt, c.amp_min_ratio, c.eps)
+                amp = amplitude_loss(est, tgt, AMP_MIN_RATIO, LOSS_EPS)
                 ta_part = self._ta_term(est[ta]).mean() if has_ta else zero
             else:
                 tp_part, ta_part = scene_aware_parts(
@@ -127,11 +133,11 @@ class Objective(nn.Module):
                     tp,
                     ta_loss=c.ta_loss,
                     ta_target_db=c.ta_target_db,
-                    eps=c.eps,
+                    eps=LOSS_EPS,
                 )
                 sep = (1.0 - c.ta_weight) * tp_part + c.ta_weight * ta_part
                 phase_l = self.phase_loss(est, tgt, tp)
-                amp = amplitude_loss(est[tp], tgt[tp], c.amp_min_ratio, c.eps) if has_tp else zero
+                amp = amplitude_loss(est[tp], tgt[tp], AMP_MIN_RATIO, LOSS_EPS) if has_tp else zero
 
             total = c.lambda_sep * sep + c.lambda_phase * phase_l + c.lambda_amp * amp
             terms["sep"] = sep
@@ -150,8 +156,10 @@ class Objective(nn.Module):
 
             with torch.no_grad():
                 if has_tp:
-                    terms["si_sdr_tp"] = si_sdr(est[tp], tgt[tp], c.eps).mean()
-                    terms["rms_ratio"] = rms(est[tp], c.eps).mean() / rms(tgt[tp], c.eps).mean()
+                    terms["si_sdr_tp"] = si_sdr(est[tp], tgt[tp], LOSS_EPS).mean()
+                    terms["rms_ratio"] = (
+                        rms(est[tp], LOSS_EPS).mean() / rms(tgt[tp], LOSS_EPS).mean()
+                    )
                 if has_ta:
-                    terms["ta_energy_db"] = energy_db(est[ta], c.eps).mean()
+                    terms["ta_energy_db"] = energy_db(est[ta], LOSS_EPS).mean()
         return total, {k: v.detach().float() for k, v in terms.items()}

@@ -20,6 +20,11 @@ from torch import Tensor
 
 TaLoss = Literal["relu", "legacy_db"]
 
+# Numerical floor of every loss and of the SI-SDR, energy and RMS measures: keeps ratios and
+# logs finite for a silent signal without moving any audible level (an all-zero estimate
+# scores 10 log10(LOSS_EPS) = -80 dB SI-SDR). Callers pass it explicitly.
+LOSS_EPS = 1e-8
+
 
 class SilenceRewardWarning(UserWarning):
     """A loss term in use is known to reward silent output (the seed's legacy_db term)."""
@@ -67,7 +72,7 @@ def si_sdr(estimate: Tensor, target: Tensor, eps: float) -> Tensor:
     Args:
         estimate: ``(B, L)`` float, any scale.
         target: ``(B, L)`` float.
-        eps: numerical floor (``LossConfig.eps``).
+        eps: numerical floor (``LOSS_EPS``).
 
     Returns:
         ``(B,)`` SI-SDR in dB (higher is better).
@@ -106,12 +111,12 @@ LEGACY_FLOOR_DB = -40.0
 def legacy_energy_db(estimate: Tensor, eps: float) -> Tensor:
     """The seed's buggy target-absent term: raw dB clamped at ``LEGACY_FLOOR_DB``, ``(B,)``.
 
-    Kept only to reproduce the over-suppression failure (``loss_weights.ta_loss:
+    Kept only to reproduce the over-suppression failure (``objective.ta_loss:
     legacy_db``). It is negative for quiet outputs, so adding it to a loss rewards
     silence down to ``LEGACY_FLOOR_DB``.
     """
     warnings.warn(
-        "loss_weights.ta_loss=legacy_db: the target-absent term is a raw dB value that "
+        "objective.ta_loss=legacy_db: the target-absent term is a raw dB value that "
         "rewards silent output (the seed's over-suppression bug); use 'relu'",
         SilenceRewardWarning,
         stacklevel=2,

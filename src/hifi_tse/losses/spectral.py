@@ -63,7 +63,7 @@ class PhaseSensitiveLoss(nn.Module):
 
     Args:
         resolutions: ``[[n_fft, win, hop], ...]`` in samples at 48 kHz
-            (``LossConfig.phase_resolutions``).
+            (``ObjectiveConfig.phase_resolutions``).
         sample_rate: model sample rate, Hz.
     """
 

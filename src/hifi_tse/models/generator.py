@@ -31,6 +31,10 @@ from hifi_tse.models.conditioning import FiLM, ReferenceAttention, drop_referenc
 from hifi_tse.models.gridnet import GridNet
 from hifi_tse.models.speaker_embedding import GE2EConditioning
 
+# LayerNorm variance floor, (feature units)^2: the usual value, far below the variance of any
+# trained feature; a trained model's outputs depend on it, so it is fixed, not set per run.
+NORM_EPS = 1e-5
+
 
 def attention_window_frames(cfg: Config) -> int:
     """``model.attention_window_seconds`` in STFT frames (0 = global; a set window >= 1)."""
@@ -72,13 +76,11 @@ class Generator(nn.Module):
             self.layout,
             num_bins,
             m.feature_dim,
-            m.norm_eps,
+            NORM_EPS,
             FEATURE_FLOOR_DB if bs.level_features else None,
             FEATURE_FLOOR_DB if bs.bin_shape else None,
         )
-        self.usef = (
-            ReferenceAttention(m.feature_dim, m.num_heads, m.norm_eps) if m.use_usef else None
-        )
+        self.usef = ReferenceAttention(m.feature_dim, m.num_heads, NORM_EPS) if m.use_usef else None
         self.film = FiLM(m.feature_dim) if m.use_film else None
         self.backbone = GridNet(
             m.feature_dim,
@@ -86,13 +88,13 @@ class Generator(nn.Module):
             m.num_heads,
             m.num_blocks,
             m.reinject_blocks,
-            m.norm_eps,
+            NORM_EPS,
             m.grad_checkpoint,
             attention_window_frames(cfg),
             m.causal,
         )
         self.decoder = BandMergeDecoder(
-            self.layout, num_bins, m.feature_dim, m.decoder_hidden, m.norm_eps
+            self.layout, num_bins, m.feature_dim, m.decoder_hidden, NORM_EPS
         )
         self.speaker_embedding = (
             GE2EConditioning(cfg.audio.sample_rate, m.feature_dim)

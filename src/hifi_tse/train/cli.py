@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         help="intra-op CPU threads per process (default: torch's); on a busy or small CPU, "
-        "1 thread plus data.num_workers worker processes avoids thread oversubscription",
+        "1 thread plus mixing.num_workers worker processes avoids thread oversubscription",
     )
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 
-from hifi_tse.config import HealthConfig, LossConfig
+from hifi_tse.config import HealthConfig, ObjectiveConfig
 
 
 class HealthMonitor:
     """Checks a validation history (list of metric dicts, oldest first) against the band."""
 
-    def __init__(self, health_cfg: HealthConfig, loss_cfg: LossConfig) -> None:
+    def __init__(self, health_cfg: HealthConfig, loss_cfg: ObjectiveConfig) -> None:
         self.cfg = health_cfg
         self.ta_target_db = loss_cfg.ta_target_db
 

@@ -37,6 +37,10 @@ from hifi_tse.train.ema import EMA
 from hifi_tse.train.step import StepModules, set_lr
 
 VAL_CACHE_NAME = "val_cache.h5"
+# AdamW's usual moments and decoupled weight decay, for the generator and the discriminators
+# alike; the learning rate and its schedule are the settings (train.lr, gan.lr).
+ADAMW_BETAS = (0.9, 0.999)
+ADAMW_WEIGHT_DECAY = 0.01
 
 
 @dataclass
@@ -82,17 +86,17 @@ def check_loss_safety(cfg: Config, allow_unsafe: bool) -> list[str]:
     from hifi_tse.losses.audit import check_objective_safe
 
     warnings = []
-    if cfg.loss_weights.ta_loss == "legacy_db":
+    if cfg.objective.ta_loss == "legacy_db":
         warnings.append(
-            "loss_weights.ta_loss=legacy_db: the TA term is a raw dB value that rewards "
+            "objective.ta_loss=legacy_db: the TA term is a raw dB value that rewards "
             "silence (the seed's over-suppression bug); use 'relu'"
         )
     failing = check_objective_safe(cfg)
     if failing:
         message = (
-            f"loss_weights: terms {', '.join(failing)} reward silence (lower loss for a "
+            f"objective: terms {', '.join(failing)} reward silence (lower loss for a "
             f"quieter output, or a common TP/TA gain outside the healthy rms_ratio band; "
-            f"`hifi-tse audit-loss` shows the sweep); fix loss_weights or pass "
+            f"`hifi-tse audit-loss` shows the sweep); fix the objective section or pass "
             f"--allow-unsafe-loss"
         )
         if not allow_unsafe:
@@ -176,8 +180,8 @@ class RunSetup:
         self.optimizer = torch.optim.AdamW(
             (p for p in generator.parameters() if p.requires_grad),
             lr=lr_at(0, cfg.train),
-            betas=tuple(cfg.train.betas),
-            weight_decay=cfg.train.weight_decay,
+            betas=ADAMW_BETAS,
+            weight_decay=ADAMW_WEIGHT_DECAY,
         )
         self.discriminator = self.disc_optimizer = None
         gan_loss = None
@@ -188,11 +192,11 @@ class RunSetup:
             self.disc_optimizer = torch.optim.AdamW(
                 self.discriminator.parameters(),
                 lr=cfg.gan.lr,
-                betas=tuple(cfg.train.betas),
-                weight_decay=cfg.train.weight_decay,
+                betas=ADAMW_BETAS,
+                weight_decay=ADAMW_WEIGHT_DECAY,
             )
             gan_loss = GANLoss()
-        self.objective = Objective(cfg.loss_weights, cfg.audio.sample_rate).to(self.device)
+        self.objective = Objective(cfg.objective, cfg.audio.sample_rate).to(self.device)
         self.model = wrap_ddp(generator, self.dist)
         self.mods = StepModules(
             cfg=cfg,
@@ -245,6 +249,7 @@ class RunSetup:
 
     def _build_data(self) -> None:
         from hifi_tse.data.datasets import (
+            VAL_SEED,
             FixedExampleSet,
             InfiniteSampler,
             MixtureDataset,
@@ -259,7 +264,7 @@ class RunSetup:
             rank=info.rank,
             examples_per_step=self.examples_per_step,
         )
-        workers = cfg.data.num_workers
+        workers = cfg.mixing.num_workers
         self.train_loader = DataLoader(
             train_set,
             batch_size=cfg.train.batch_size,
@@ -282,7 +287,7 @@ class RunSetup:
             self.data_dir,
             cfg,
             split="val",
-            seed=cfg.train.val_seed,
+            seed=VAL_SEED,
             n=cfg.train.val_examples,
             phase=PHASE_TP_TA,
             cache_path=self.run_dir / VAL_CACHE_NAME,

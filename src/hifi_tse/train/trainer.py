@@ -29,6 +29,7 @@ from hifi_tse.checkpoints import (
     remove_partial_checkpoints,
 )
 from hifi_tse.config import save_config
+from hifi_tse.data.datasets import VAL_SEED
 from hifi_tse.devices import bf16_autocast_available
 from hifi_tse.errors import UserError
 from hifi_tse.schedules import PHASE_TP_TA, TimeBudget, crossed, lr_at, stage_at
@@ -58,6 +59,10 @@ from hifi_tse.train.setup import (
 )
 from hifi_tse.train.step import StepResult, set_lr, train_step
 from hifi_tse.train.validation import preserved_rng, should_stop_early, update_best, validate
+
+# Consecutive non-finite steps (each skipped) before training stops: a few are an AMP or
+# data accident that the next batches ride out; this many in a row is divergence.
+MAX_NONFINITE_STEPS = 20
 
 
 class TrainingDiverged(UserError):
@@ -99,7 +104,7 @@ class Trainer(RunSetup, RunCheckpoints):
         self.autocast = cfg.train.bf16 and bf16_autocast_available(self.device)
         self.examples_per_step = cfg.train.batch_size * cfg.train.grad_accum_steps
         self.boundaries = phase_boundary_steps(cfg)
-        self.monitor = HealthMonitor(cfg.health, cfg.loss_weights)
+        self.monitor = HealthMonitor(cfg.health, cfg.objective)
         self.state = TrainState()
         self._build_models()
         if checkpoint is not None:
@@ -252,10 +257,10 @@ class Trainer(RunSetup, RunCheckpoints):
             f"({state.nonfinite_consecutive} in a row, {state.nonfinite_total} in total)",
             step=state.step,
         )
-        if state.nonfinite_consecutive >= self.cfg.train.max_nonfinite:
+        if state.nonfinite_consecutive >= MAX_NONFINITE_STEPS:
             raise TrainingDiverged(
                 f"training stopped at step {state.step}: {state.nonfinite_consecutive} "
-                f"consecutive non-finite steps (train.max_nonfinite); lower train.lr or "
+                f"consecutive non-finite steps; lower train.lr or "
                 f"resume from an earlier checkpoint"
             )
 
@@ -317,10 +322,10 @@ class Trainer(RunSetup, RunCheckpoints):
             batch_size=cfg.train.val_batch_size,
             shuffle=False,
             collate_fn=self._collate(),
-            num_workers=cfg.data.num_workers,
+            num_workers=cfg.mixing.num_workers,
             worker_init_fn=ignore_stop_signals,
         )
-        with preserved_rng(cfg.train.val_seed):
+        with preserved_rng(VAL_SEED):
             result = validate(
                 self.ema.module,
                 loader,

@@ -2,10 +2,10 @@
 
 Invariants from the seed (over-suppression post-mortem):
 
-* the set is the same every time (``FixedExampleSet``: item i depends on (val_seed, i) only),
+* the set is the same every time (``FixedExampleSet``: item i depends on (VAL_SEED, i) only),
   and validation leaves every training RNG stream exactly as it found it;
 * the scene-aware loss is computed by the same :class:`Objective` as training (phase 2), so the
-  TA weight is ``loss_weights.ta_weight`` and nothing else;
+  TA weight is ``objective.ta_weight`` and nothing else;
 * the best model is the one with the highest **TP SI-SDR** — never the composite loss, which a
   suppressing model can lower — among validations whose ``rms_ratio`` is inside the healthy
   band: SI-SDR is blind to level, so without the band an over-suppressing model could still
@@ -129,9 +129,9 @@ def validate(
     ``tp_count`` and ``ta_count``. ``audio`` holds the first ``audio_examples`` examples of the
     shard as ``{"mix", "ref", "estimate"}`` ``(L,)`` float32 arrays.
     """
-    from hifi_tse.losses.separation import energy_db, rms, si_sdr
+    from hifi_tse.losses.separation import LOSS_EPS, energy_db, rms, si_sdr
 
-    eps = cfg.loss_weights.eps
+    eps = LOSS_EPS
     was_training = model.training
     model.eval()
     loss_m, sdr_m, sdri_m, rms_m, ta_m = (_Moments() for _ in range(5))
