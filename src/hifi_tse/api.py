@@ -123,6 +123,48 @@ def _check_rate(sample_rate: Any, what: str) -> int:
     return int(sample_rate)
 
 
+def enrollment_waveform(
+    clips: Any | Sequence[Any],
+    sample_rate: int,
+    model_rate: int,
+    vad: VadSettings = VAD,
+    name: str = "enrollment",
+) -> tuple[np.ndarray, float]:
+    """One clip or several at ``sample_rate`` -> ``(waveform (L_ref,) float32 at model_rate,
+    seconds of active speech)``: checked (ExtractionError for empty, NaN, all-zero or
+    wrongly shaped clips), downmixed, resampled and concatenated; warns
+    (:class:`EnrollmentWarning`) when they hold under ``vad.min_active_seconds`` of speech
+    or are mostly silence."""
+    rate = _check_rate(sample_rate, name)
+    many = isinstance(clips, (list, tuple))
+    parts = []
+    for k, clip in enumerate(clips if many else [clips]):
+        what = f"{name} clip {k}" if many else name
+        x = as_mono(clip, what)
+        if not np.any(x):
+            raise ExtractionError(f"{what}: all zeros (digital silence)")
+        parts.append(resample(x, rate, model_rate))
+    if not parts:
+        raise ExtractionError(f"{name}: no clips given")
+    ref = np.concatenate(parts)
+    seconds, fraction = active_speech(ref, model_rate, vad)
+    if seconds < vad.min_active_seconds:
+        warnings.warn(
+            f"{name}: only {seconds:.2f} s of active speech (< {vad.min_active_seconds:g} s); "
+            "extraction may follow the wrong talker",
+            EnrollmentWarning,
+            stacklevel=3,
+        )
+    elif fraction < vad.min_active_fraction:
+        warnings.warn(
+            f"{name}: mostly silence ({100 * fraction:.0f} % active frames); extraction "
+            "may follow the wrong talker",
+            EnrollmentWarning,
+            stacklevel=3,
+        )
+    return ref, seconds
+
+
 class Extractor:
     """A loaded model (PyTorch or ONNX Runtime) with its chunking; see the module docstring."""
 
@@ -225,33 +267,7 @@ class Extractor:
         (:class:`EnrollmentWarning`) when they hold under ``vad.min_active_seconds`` of
         speech or are mostly silence.
         """
-        rate = _check_rate(sample_rate, name)
-        many = isinstance(clips, (list, tuple))
-        parts = []
-        for k, clip in enumerate(clips if many else [clips]):
-            what = f"{name} clip {k}" if many else name
-            x = as_mono(clip, what)
-            if not np.any(x):
-                raise ExtractionError(f"{what}: all zeros (digital silence)")
-            parts.append(resample(x, rate, self.sample_rate))
-        if not parts:
-            raise ExtractionError(f"{name}: no clips given")
-        ref = np.concatenate(parts)
-        seconds, fraction = active_speech(ref, self.sample_rate, self.vad)
-        if seconds < self.vad.min_active_seconds:
-            warnings.warn(
-                f"{name}: only {seconds:.2f} s of active speech (< "
-                f"{self.vad.min_active_seconds:g} s); extraction may follow the wrong talker",
-                EnrollmentWarning,
-                stacklevel=2,
-            )
-        elif fraction < self.vad.min_active_fraction:
-            warnings.warn(
-                f"{name}: mostly silence ({100 * fraction:.0f} % active frames); extraction "
-                "may follow the wrong talker",
-                EnrollmentWarning,
-                stacklevel=2,
-            )
+        ref, seconds = enrollment_waveform(clips, sample_rate, self.sample_rate, self.vad, name)
         return Enrollment(ref, self.sample_rate, seconds, self._backend.make_fn(ref))
 
     def extract(
