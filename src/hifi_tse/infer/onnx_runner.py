@@ -151,6 +151,12 @@ class OnnxModel:
         est = self.stft.inverse(np.stack([re, im], axis=-1), width)
         return est[:, :n]
 
+    def separate_pairs(self, mixtures: np.ndarray, references: np.ndarray) -> np.ndarray:
+        """``mixtures (B, n)``, one enrollment per row ``(B, L_ref)`` -> ``(B, n)``."""
+        return np.concatenate(
+            [self.chunk_fn(ref)(mix[None]) for mix, ref in zip(mixtures, references)]
+        )
+
     def chunk_fn(self, ref: np.ndarray) -> ChunkFn:
         """Bind an enrollment ``(L_ref,)`` at the model rate: returns ``(B, n) -> (B, n)``."""
         fitted = self.fit_reference(ref)
