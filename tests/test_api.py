@@ -132,3 +132,29 @@ def test_bf16_precision_follows_fp32_or_is_refused(tiny_ckpt, clips):  # noqa: F
     assert 20 < snr < 200  # close, and really computed in another precision
     with pytest.raises(UserError, match="--precision"):
         hifi_tse.Extractor.from_checkpoint(tiny_ckpt, precision="fp16")
+
+
+def test_extract_pairs_batches_each_mixture_with_its_own_enrollment(tiny_ckpt, clips):  # noqa: F811
+    """Evaluation's entry point: every pair equals extract() with that pair's enrollment,
+    whether it ran in a batch (equal lengths), alone, or chunked (longer than a chunk)."""
+    mix, ref = clips
+    rng = np.random.default_rng(4)
+    other_ref = voice(rng, 220.0, 2.0, 24000)
+    long_mix = np.concatenate([mix, mix, mix])
+    mixes = [mix, mix.copy(), mix[:50000], long_mix]
+    refs = [ref, other_ref, ref, other_ref]
+    model, cfg = load_generator(tiny_ckpt)
+    for ex in (
+        hifi_tse.Extractor.from_checkpoint(tiny_ckpt, threads=1, chunk_seconds=4.0),
+        hifi_tse.Extractor.from_generator(model, cfg, chunk_seconds=4.0),
+    ):
+        got = ex.extract_pairs(mixes, refs, 24000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = [ex.extract(m, 24000, ex.enroll(r, 24000)) for m, r in zip(mixes, refs)]
+        assert [g.shape for g in got] == [m.shape for m in mixes]
+        for g, w in zip(got, want):
+            assert np.abs(g - w).max() < 1e-5
+        assert np.abs(got[0] - got[1]).max() > 1e-3  # the enrollments do differ per pair
+    with pytest.raises(hifi_tse.ExtractionError, match="2 mixtures but 1 enrollments"):
+        ex.extract_pairs(mixes[:2], refs[:1], 24000)

@@ -71,3 +71,25 @@ def test_causal_model_exports_to_onnx(tmp_path) -> None:
     model, cfg = causal_tiny()
     got, want, _ = _export_and_run(tmp_path, model, cfg, lambda m: None)
     assert np.abs(got - want).max() < 1e-3
+
+
+def test_a_causal_model_warm_starts_from_an_offline_one(tmp_path) -> None:
+    """--init-from an offline checkpoint into model.causal: every weight is copied, the time
+    LSTMs keep their forward direction and its columns of the output projection."""
+    from hifi_tse.checkpoints import save_generator_checkpoint
+    from hifi_tse.train.setup import warm_start
+
+    offline, cfg = causal_tiny(causal=False)
+    path = tmp_path / "offline.pt"
+    save_generator_checkpoint(path, offline, cfg)
+    causal, _ = causal_tiny()
+    copied, new = warm_start(causal, path)
+    assert new == [] and copied == len(causal.state_dict())
+    src, dst = offline.state_dict(), causal.state_dict()
+    hidden = cfg.model.lstm_hidden
+    for name, value in dst.items():
+        if name.endswith("inter.proj.weight"):
+            assert src[name].shape[1] == 2 * hidden and value.shape[1] == hidden
+            assert torch.equal(value, src[name][:, :hidden])
+        else:
+            assert torch.equal(value, src[name]), name

@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 from eval_fixtures import SR, make_checkpoint, tiny_ckpt, tiny_config, tiny_packs, voice  # noqa: F401
 
+from hifi_tse.api import Extractor
 from hifi_tse.cli import main
 from hifi_tse.errors import UserError
 from hifi_tse.eval.evaluate import (
@@ -20,8 +21,6 @@ from hifi_tse.eval.evaluate import (
     score_partial,
     wrong_reference_pairs,
 )
-from hifi_tse.infer.loading import load_generator
-from hifi_tse.infer.separate import ChunkPlan
 
 
 def _opts(**kw) -> EvalOptions:
@@ -30,7 +29,8 @@ def _opts(**kw) -> EvalOptions:
         perceptual=False,
         wrong_reference=False,
         snr_edges=(0.0, 5.0, 10.0),
-        chunk=ChunkPlan(chunk=4 * SR, overlap=SR // 2, batch=2),
+        chunk_seconds=4.0,
+        overlap_seconds=0.5,
         partial_window=(0.25, 0.6875),
         partial_ramp_seconds=0.02,
         progress=False,
@@ -93,7 +93,7 @@ def test_evaluate_fixed_set_writes_full_report(tiny_ckpt, tiny_packs, tmp_path):
 def test_pass_through_model_scores_zero_improvement(tmp_path):
     """An untrained generator returns the mixture: SI-SDRi 0 dB and 0 dB suppression."""
     ckpt = make_checkpoint(tmp_path / "pt.pt", perturb=0.0)
-    model, cfg = load_generator(ckpt)
+    extractor = Extractor.from_checkpoint(ckpt)
     rng = np.random.default_rng(0)
     items = []
     for i in range(3):
@@ -112,7 +112,7 @@ def test_pass_through_model_scores_zero_improvement(tmp_path):
                 "meta": {"target_speaker": f"s{i}", "interferer_speakers": ["x"]},
             }
         )
-    metrics = evaluate_model(model, cfg, items, _opts(wrong_reference=True))
+    metrics = evaluate_model(extractor, items, _opts(wrong_reference=True))
     assert metrics["tp"]["si_sdri"]["mean"] == pytest.approx(0.0, abs=1e-3)
     assert metrics["ta"]["suppression_db"]["mean"] == pytest.approx(0.0, abs=1e-3)
     assert metrics["tp"]["rms_ratio_of_means"] > 1.0  # the mixture is louder than the target

@@ -13,6 +13,16 @@ from hifi_tse.errors import UserError
 from hifi_tse.infer.streaming import StreamingExtractor
 from hifi_tse.models.generator import build_generator
 
+# Run first in a child interpreter: any import of torch there fails.
+NO_TORCH = """
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this process")
+sys.meta_path.insert(0, _NoTorch())
+"""
+
 
 def causal_checkpoint(tmp_path, window_seconds: float = 0.0):
     cfg = tiny_config()
@@ -65,15 +75,27 @@ def test_streaming_refuses_an_offline_model(tmp_path) -> None:
         StreamingExtractor(ex, ex.enroll(voice(rng, 130.0, 1.0, SR), SR))
 
 
-@pytest.mark.parametrize("rate", [SR, 48000])
-def test_stream_cli_pipes_pcm_through_the_causal_model(tmp_path, rate) -> None:
+@pytest.mark.parametrize(
+    ("rate", "backend"), [(SR, "checkpoint"), (48000, "checkpoint"), (SR, "onnx")]
+)
+def test_stream_cli_pipes_pcm_through_the_causal_model(tmp_path, rate, backend) -> None:
     import subprocess
     import sys
 
     import soundfile as sf
     import soxr
 
-    path, model = causal_checkpoint(tmp_path)
+    from hifi_tse.cli import main
+
+    path, model = causal_checkpoint(tmp_path, 0.1 if backend == "onnx" else 0.0)
+    if backend == "onnx":  # the torch-free runner, in a process where torch cannot load
+        onnx = tmp_path / "causal.onnx"
+        export = ["export", "--checkpoint", str(path), "--format", "onnx-streaming"]
+        assert main(export + ["-o", str(onnx)]) == 0
+        path = onnx
+    run_cli = (
+        NO_TORCH if backend == "onnx" else "import sys\n"
+    ) + "from hifi_tse.cli import main\n"
     rng = np.random.default_rng(3)
     mix16 = (0.5 * (voice(rng, 130.0, 1.2, SR) + voice(rng, 210.0, 1.2, SR))).astype(np.float32)
     ref = voice(rng, 130.0, 1.2, SR)
@@ -81,8 +103,9 @@ def test_stream_cli_pipes_pcm_through_the_causal_model(tmp_path, rate) -> None:
     mix = mix16 if rate == SR else soxr.resample(mix16, SR, rate).astype(np.float32)
     pcm = np.round(mix * 32768).clip(-32768, 32767).astype("<i2")
     done = subprocess.run(
-        [sys.executable, "-m", "hifi_tse", "stream", "--checkpoint", str(path), "--ref",
-         str(tmp_path / "ref.wav"), "--rate", str(rate), "--threads", "1"],
+        [sys.executable, "-c", run_cli + "sys.exit(main(sys.argv[1:]))", "stream",
+         f"--{backend}", str(path), "--ref", str(tmp_path / "ref.wav"), "--rate", str(rate),
+         "--threads", "1"],
         input=pcm.tobytes(), capture_output=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr.decode()[-2000:]
@@ -113,3 +136,57 @@ def test_streaming_in_bf16_follows_the_fp32_stream(tmp_path) -> None:
         outs.append(np.concatenate([s.process(mix[:5000]), s.process(mix[5000:]), s.flush()]))
     snr = 10 * np.log10(np.sum(outs[0] ** 2) / np.sum((outs[0] - outs[1]) ** 2))
     assert 20 < snr < 200
+
+
+def test_onnx_streaming_export_runs_without_torch_and_equals_the_offline_model(tmp_path) -> None:
+    """hifi-tse export --format onnx-streaming: the torch-free streamer (state in, state out)
+    gives the offline causal model's output, for blocks of any size."""
+    import subprocess
+    import sys
+
+    from hifi_tse.cli import main
+
+    path, model = causal_checkpoint(tmp_path, window_seconds=0.1)
+    out = tmp_path / "causal.onnx"
+    assert (
+        main(["export", "--checkpoint", str(path), "--format", "onnx-streaming", "-o", str(out)])
+        == 0
+    )
+    assert (tmp_path / "causal.enroll.onnx").is_file()
+    rng = np.random.default_rng(2)
+    mix = (voice(rng, 130.0, 1.3, SR) + voice(rng, 210.0, 1.3, SR)).astype(np.float32)
+    ref = voice(rng, 130.0, 1.0, SR)
+    np.save(tmp_path / "mix.npy", mix)
+    np.save(tmp_path / "ref.npy", ref)
+    # A fresh interpreter that refuses to import torch runs the export.
+    script = (
+        NO_TORCH
+        + f"""
+import numpy as np
+from hifi_tse.infer.onnx_streaming import OnnxStreamer
+s = OnnxStreamer({str(out)!r}, threads=1)
+s.enroll(np.load({str(tmp_path / "ref.npy")!r}))
+mix = np.load({str(tmp_path / "mix.npy")!r})
+outs, pos = [], 0
+for n in [160, 1, 999, 4000] * 10:
+    outs.append(s.process(mix[pos : pos + n])); pos += n
+outs.append(s.flush())
+np.save({str(tmp_path / "got.npy")!r}, np.concatenate(outs))
+"""
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    got = np.load(tmp_path / "got.npy")
+    with torch.inference_mode():
+        offline = model(torch.from_numpy(mix)[None], torch.from_numpy(ref)[None])[0].numpy()
+    assert got.shape == offline.shape
+    assert np.abs(got - offline).max() <= 1e-4
+
+
+def test_onnx_streaming_export_needs_a_finite_attention_window(tmp_path) -> None:
+    from hifi_tse.cli import main
+
+    path, _ = causal_checkpoint(tmp_path, window_seconds=0.0)
+    args = ["export", "--checkpoint", str(path), "--format", "onnx-streaming"]
+    assert main(args + ["-o", str(tmp_path / "c.onnx")]) == 2
+    assert not (tmp_path / "c.onnx").exists()

@@ -71,12 +71,17 @@ class Enrollment:
     chunk_fn: ChunkFn
 
 
+PairsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``mixtures (B, L)``, enrollments ``(B, L_ref)`` at the model rate -> ``(B, L)`` estimates."""
+
+
 @dataclass(frozen=True)
 class _Backend:
     sample_rate: int
     stft_hop: int
     fixed_chunk: int | None
     make_fn: Callable[[np.ndarray], ChunkFn]
+    pairs_fn: PairsFn
     name: str
     model: Any = None  # the PyTorch generator (None for ONNX Runtime)
     device: Any = None
@@ -121,6 +126,48 @@ def _check_rate(sample_rate: Any, what: str) -> int:
     if not lo <= int(sample_rate) <= hi:
         raise ExtractionError(f"{what}: sample_rate {sample_rate} Hz is outside {lo}-{hi} Hz")
     return int(sample_rate)
+
+
+def enrollment_waveform(
+    clips: Any | Sequence[Any],
+    sample_rate: int,
+    model_rate: int,
+    vad: VadSettings = VAD,
+    name: str = "enrollment",
+) -> tuple[np.ndarray, float]:
+    """One clip or several at ``sample_rate`` -> ``(waveform (L_ref,) float32 at model_rate,
+    seconds of active speech)``: checked (ExtractionError for empty, NaN, all-zero or
+    wrongly shaped clips), downmixed, resampled and concatenated; warns
+    (:class:`EnrollmentWarning`) when they hold under ``vad.min_active_seconds`` of speech
+    or are mostly silence."""
+    rate = _check_rate(sample_rate, name)
+    many = isinstance(clips, (list, tuple))
+    parts = []
+    for k, clip in enumerate(clips if many else [clips]):
+        what = f"{name} clip {k}" if many else name
+        x = as_mono(clip, what)
+        if not np.any(x):
+            raise ExtractionError(f"{what}: all zeros (digital silence)")
+        parts.append(resample(x, rate, model_rate))
+    if not parts:
+        raise ExtractionError(f"{name}: no clips given")
+    ref = np.concatenate(parts)
+    seconds, fraction = active_speech(ref, model_rate, vad)
+    if seconds < vad.min_active_seconds:
+        warnings.warn(
+            f"{name}: only {seconds:.2f} s of active speech (< {vad.min_active_seconds:g} s); "
+            "extraction may follow the wrong talker",
+            EnrollmentWarning,
+            stacklevel=3,
+        )
+    elif fraction < vad.min_active_fraction:
+        warnings.warn(
+            f"{name}: mostly silence ({100 * fraction:.0f} % active frames); extraction "
+            "may follow the wrong talker",
+            EnrollmentWarning,
+            stacklevel=3,
+        )
+    return ref, seconds
 
 
 class Extractor:
@@ -188,20 +235,42 @@ class Extractor:
         import torch
 
         from hifi_tse.devices import resolve_device
-        from hifi_tse.infer.loading import TorchChunkFn, check_precision, load_generator
+        from hifi_tse.infer.loading import load_generator
 
         if threads is not None:
             torch.set_num_threads(threads)
         dev = resolve_device(device)
-        check_precision(precision, dev)
         model, cfg = load_generator(path, device=dev, use_ema=use_ema)
+        return cls.from_generator(
+            model, cfg, str(dev), precision=precision, name=str(path), **chunking
+        )
+
+    @classmethod
+    def from_generator(
+        cls,
+        model: Any,
+        cfg: Any,
+        device: str = "cpu",
+        *,
+        precision: str = "fp32",
+        name: str = "generator",
+        **chunking: Any,
+    ) -> Extractor:
+        """Wrap a generator already in memory (e.g. just trained) with its ``Config``; it is
+        moved to ``device`` and put in eval mode."""
+        from hifi_tse.devices import resolve_device
+        from hifi_tse.infer.loading import TorchChunkFn, TorchPairsFn, check_precision
+
+        dev = resolve_device(device)
+        check_precision(precision, dev)
+        model = model.to(dev).eval()
 
         def make(ref: np.ndarray) -> ChunkFn:
             return TorchChunkFn(model, ref, dev, precision)
 
-        backend = _Backend(
-            cfg.audio.sample_rate, cfg.stft.hop_length, None, make, str(path), model, dev, precision
-        )
+        pairs = TorchPairsFn(model, dev, precision)
+        rate, hop = cfg.audio.sample_rate, cfg.stft.hop_length
+        backend = _Backend(rate, hop, None, make, pairs, name, model, dev, precision)
         return cls(backend, **chunking)
 
     @classmethod
@@ -213,7 +282,14 @@ class Extractor:
 
         model = OnnxModel(path, threads=threads)
         fixed = None if model.dynamic else model.chunk_samples
-        backend = _Backend(model.sample_rate, model.stft.hop, fixed, model.chunk_fn, str(path))
+        backend = _Backend(
+            model.sample_rate,
+            model.stft.hop,
+            fixed,
+            model.chunk_fn,
+            model.separate_pairs,
+            str(path),
+        )
         return cls(backend, **chunking)
 
     def enroll(
@@ -225,33 +301,7 @@ class Extractor:
         (:class:`EnrollmentWarning`) when they hold under ``vad.min_active_seconds`` of
         speech or are mostly silence.
         """
-        rate = _check_rate(sample_rate, name)
-        many = isinstance(clips, (list, tuple))
-        parts = []
-        for k, clip in enumerate(clips if many else [clips]):
-            what = f"{name} clip {k}" if many else name
-            x = as_mono(clip, what)
-            if not np.any(x):
-                raise ExtractionError(f"{what}: all zeros (digital silence)")
-            parts.append(resample(x, rate, self.sample_rate))
-        if not parts:
-            raise ExtractionError(f"{name}: no clips given")
-        ref = np.concatenate(parts)
-        seconds, fraction = active_speech(ref, self.sample_rate, self.vad)
-        if seconds < self.vad.min_active_seconds:
-            warnings.warn(
-                f"{name}: only {seconds:.2f} s of active speech (< "
-                f"{self.vad.min_active_seconds:g} s); extraction may follow the wrong talker",
-                EnrollmentWarning,
-                stacklevel=2,
-            )
-        elif fraction < self.vad.min_active_fraction:
-            warnings.warn(
-                f"{name}: mostly silence ({100 * fraction:.0f} % active frames); extraction "
-                "may follow the wrong talker",
-                EnrollmentWarning,
-                stacklevel=2,
-            )
+        ref, seconds = enrollment_waveform(clips, sample_rate, self.sample_rate, self.vad, name)
         return Enrollment(ref, self.sample_rate, seconds, self._backend.make_fn(ref))
 
     def extract(
@@ -271,7 +321,49 @@ class Extractor:
         x = as_mono(mixture, name)
         model_rate = resample(x, rate, self.sample_rate)
         est = separate_array(model_rate, enrollment.chunk_fn, self.plan)
+        return self._at_rate(est, rate, x.size)
+
+    def extract_pairs(
+        self, mixtures: Sequence[Any], references: Sequence[Any], sample_rate: int
+    ) -> list[np.ndarray]:
+        """Each mixture with its own enrollment clip (an evaluation set): estimates ``(L,)``
+        float32 at ``sample_rate``, in order. Neighbours of equal lengths run as one batch;
+        mixtures longer than one chunk are chunked. No enrollment checks or warnings: the
+        clips are data, not a user's enrollment."""
+        if len(mixtures) != len(references):
+            raise ExtractionError(
+                f"extract_pairs: {len(mixtures)} mixtures but {len(references)} enrollments"
+            )
+        rate = _check_rate(sample_rate, "extract_pairs")
+        lengths, mixes, refs = [], [], []
+        for i, (mix, ref) in enumerate(zip(mixtures, references)):
+            x = as_mono(mix, f"mixture {i}")
+            lengths.append(x.size)
+            mixes.append(resample(x, rate, self.sample_rate))
+            refs.append(resample(as_mono(ref, f"enrollment {i}"), rate, self.sample_rate))
+        out: list[np.ndarray] = []
+        start = 0
+        while start < len(mixes):
+            stop = start + 1
+            while (
+                stop < len(mixes)
+                and mixes[stop].size == mixes[start].size
+                and refs[stop].size == refs[start].size
+            ):
+                stop += 1
+            if mixes[start].size > self.plan.chunk:
+                for mix, ref in zip(mixes[start:stop], refs[start:stop]):
+                    out.append(separate_array(mix, self._backend.make_fn(ref), self.plan))
+            else:
+                out += list(
+                    self._backend.pairs_fn(np.stack(mixes[start:stop]), np.stack(refs[start:stop]))
+                )
+            start = stop
+        return [self._at_rate(est, rate, n) for est, n in zip(out, lengths)]
+
+    def _at_rate(self, est: np.ndarray, rate: int, length: int) -> np.ndarray:
+        """A model-rate estimate back at ``rate``, ``length`` samples."""
         out = resample(est, self.sample_rate, rate)
-        if out.size < x.size:
-            out = np.pad(out, (0, x.size - out.size))
-        return np.ascontiguousarray(out[: x.size], dtype=np.float32)
+        if out.size < length:
+            out = np.pad(out, (0, length - out.size))
+        return np.ascontiguousarray(out[:length], dtype=np.float32)

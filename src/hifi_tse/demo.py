@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from hifi_tse.config import config_from_dict, load_config
+from hifi_tse.config import load_config
 from hifi_tse.errors import UserError
 from hifi_tse.train.logging_utils import configure_console_logging
 from hifi_tse.utils import atomic_write_text
@@ -204,15 +204,13 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score ``checkpoint`` on the corpus's held-out ``voices`` test talkers (the fixed draw
     of :data:`EVAL_SEED`, with the wrong-reference check); writes a report to ``out``."""
-    from hifi_tse.checkpoints import read_checkpoint
     from hifi_tse.eval.cli import eval_options
     from hifi_tse.eval.evaluate import evaluate_checkpoint
 
-    cfg = config_from_dict(read_checkpoint(checkpoint)["config"])
     metrics = evaluate_checkpoint(
         checkpoint,
         out,
-        eval_options(cfg, wrong_reference=True),
+        eval_options(wrong_reference=True),
         data=corpus,
         split="test",
         examples=examples,

@@ -15,11 +15,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hifi_tse.config import Config
 from hifi_tse.errors import UserError
-from hifi_tse.infer.separate import ChunkPlan
 from hifi_tse.infer.separate_cli import (
-    BATCH_CHUNKS,
     CHUNK_SECONDS,
     OVERLAP_SECONDS,
     add_precision_argument,
@@ -37,7 +34,6 @@ PARTIAL_RAMP_SECONDS = 0.02
 
 
 def eval_options(
-    cfg: Config,
     *,
     device: str = "cpu",
     batch_size: int = BATCH_SIZE,
@@ -51,8 +47,8 @@ def eval_options(
     speaker_similarity: bool = True,
     precision: str = "fp32",
 ) -> EvalOptions:
-    """The evaluation protocol for a model of config ``cfg``: the CLI's defaults unless
-    given (``hifi-tse evaluate`` and ``hifi-tse demo`` both build it here)."""
+    """The evaluation protocol: the CLI's defaults unless given (``hifi-tse evaluate`` and
+    ``hifi-tse demo`` both build it here)."""
     from hifi_tse.eval.evaluate import EvalOptions
 
     lo, hi = partial_window
@@ -63,13 +59,8 @@ def eval_options(
         perceptual=perceptual,
         wrong_reference=wrong_reference,
         snr_edges=_edges(snr_bins),
-        chunk=ChunkPlan.from_seconds(
-            cfg.audio.sample_rate,
-            chunk_seconds,
-            overlap_seconds,
-            BATCH_CHUNKS,
-            align=cfg.stft.hop_length,
-        ),
+        chunk_seconds=chunk_seconds,
+        overlap_seconds=overlap_seconds,
         partial_window=(lo, hi),
         partial_ramp_seconds=partial_ramp_seconds,
         device=device,
@@ -173,15 +164,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--examples and --batch-size: expected >= 1")
     lo, hi = args.partial_window
     device = resolve_device(args.device)
-    ckpt = read_checkpoint(args.checkpoint)  # fail fast with a one-line error
-    from hifi_tse.config import ConfigError, config_from_dict
-
-    try:
-        cfg = config_from_dict(ckpt["config"])
-    except ConfigError as exc:
-        raise UserError(f"{args.checkpoint}: checkpoint config is invalid ({exc})") from None
+    read_checkpoint(args.checkpoint)  # fail fast with a one-line error
     opts = eval_options(
-        cfg,
         device=str(device),
         batch_size=args.batch_size,
         perceptual=not args.no_perceptual,

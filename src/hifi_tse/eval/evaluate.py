@@ -4,7 +4,10 @@ Python API (the demo calls these)::
 
     metrics = evaluate_checkpoint("runs/x/checkpoint_best.pt", out_dir=Path("eval"),
                                   data=Path("packs"), split="test", examples=200, seed=0)
-    metrics = evaluate_model(model, cfg, items, EvalOptions(...), out_dir=Path("eval"))
+    metrics = evaluate_model(extractor, items, EvalOptions(...), out_dir=Path("eval"))
+
+Every estimate comes from :class:`hifi_tse.Extractor` (``extract_pairs``), the same API a
+user's script calls.
 
 ``items`` are dataset items (dicts with ``mix (L,)``, ``ref (L_ref,)``, ``target (L,)``
 float32, ``target_present``, ``snr_db``, ``num_interferers``, ``index``, ``meta``) as
@@ -23,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from hifi_tse.api import BATCH_CHUNKS, Extractor
 from hifi_tse.audio.io import load_audio
 from hifi_tse.checkpoints import read_checkpoint
 from hifi_tse.config import Config, ConfigError, apply_overrides, config_from_dict
@@ -32,8 +35,7 @@ from hifi_tse.errors import UserError
 from hifi_tse.eval.metrics import region_energy_db, score_example, si_sdr
 from hifi_tse.eval.report import snr_bin_label, write_report
 from hifi_tse.eval.similarity import SpeakerSimilarity
-from hifi_tse.infer.loading import TorchChunkFn, load_generator
-from hifi_tse.infer.separate import ChunkPlan, read_csv_rows, separate_array
+from hifi_tse.infer.separate import read_csv_rows
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,8 @@ class EvalOptions:
     perceptual: bool  # compute PESQ-WB and STOI
     wrong_reference: bool  # also score every TP example with another speaker's enrollment
     snr_edges: tuple[float, ...]  # ascending SNR bin edges, dB
-    chunk: ChunkPlan  # used for mixtures longer than one chunk (list mode)
+    chunk_seconds: float  # mixtures longer than one chunk (list mode) are chunked, s
+    overlap_seconds: float  # cross-fade between chunks, s
     partial_window: tuple[float, float]  # target-active window, fractions of the length
     partial_ramp_seconds: float  # raised-cosine on/off ramp of the windowed target, s
     device: str = "cpu"
@@ -141,21 +144,10 @@ def wrong_reference_pairs(items: Sequence[dict[str, Any]]) -> dict[int, int]:
 
 
 def _forward(
-    model: torch.nn.Module,
-    mixes: list[np.ndarray],
-    refs: list[np.ndarray],
-    opts: EvalOptions,
+    extractor: Extractor, mixes: list[np.ndarray], refs: list[np.ndarray]
 ) -> list[np.ndarray]:
-    """Estimates for equal-length mixtures / enrollments (one batch), or chunked when long."""
-    device = torch.device(opts.device)
-    if len(mixes) == 1 and mixes[0].size > opts.chunk.chunk:
-        fn = TorchChunkFn(model, refs[0], device, opts.precision)
-        return [separate_array(mixes[0], fn, opts.chunk)]
-    bf16 = opts.precision == "bf16"
-    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-        mix = torch.from_numpy(np.stack(mixes).astype(np.float32)).to(device)
-        ref = torch.from_numpy(np.stack(refs).astype(np.float32)).to(device)
-        return list(model(mix, ref).float().cpu().numpy())
+    """Estimates of mixtures, each with its own enrollment, at the model rate."""
+    return extractor.extract_pairs(mixes, refs, extractor.sample_rate)
 
 
 def _stream_batches(
@@ -273,7 +265,7 @@ def _similarities(
 
 
 def _score_wrong_references(
-    model: torch.nn.Module,
+    extractor: Extractor,
     items: Sequence[dict[str, Any]],
     records: list[dict[str, Any]],
     metas: list[dict[str, Any]],
@@ -293,7 +285,7 @@ def _score_wrong_references(
         unit="batch",
         disable=quiet,
     ):
-        ests = _forward(model, [it["mix"] for _, it in batch], [it["ref"] for _, it in batch], opts)
+        ests = _forward(extractor, [it["mix"] for _, it in batch], [it["ref"] for _, it in batch])
         for (i, it), est in zip(batch, ests):
             r = records[i]
             r["si_sdr_wrong"] = si_sdr(est, it["target"])
@@ -303,15 +295,15 @@ def _score_wrong_references(
 
 
 def evaluate_model(
-    model: torch.nn.Module,
-    cfg: Config,
+    extractor: Extractor,
     items: Sequence[dict[str, Any]],
     opts: EvalOptions,
     out_dir: Path | None = None,
     partial_items: Sequence[dict[str, Any]] = (),
     info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Score ``model`` on ``items``; write the report into ``out_dir`` (when given).
+    """Score ``extractor`` on ``items`` (at its model rate); write the report into
+    ``out_dir`` (when given).
 
     ``partial_items``: TP items to turn into partial-presence mixtures (empty = skip).
     Returns the metrics dict (the content of metrics.json).
@@ -320,8 +312,7 @@ def evaluate_model(
 
     if not items:
         raise UserError("evaluation set is empty")
-    sr = cfg.audio.sample_rate
-    model = model.eval()
+    sr = extractor.sample_rate
     similarity = SpeakerSimilarity.try_load(opts.device) if opts.speaker_similarity else None
     records: list[dict[str, Any]] = []
     metas: list[dict[str, Any]] = []  # light copies for the wrong-reference pairing
@@ -329,7 +320,7 @@ def evaluate_model(
     with tqdm(total=len(items), desc="evaluate", unit="ex", disable=quiet) as bar:
         for batch in _stream_batches(items, range(len(items)), opts.batch_size):
             ests = _forward(
-                model, [it["mix"] for _, it in batch], [it["ref"] for _, it in batch], opts
+                extractor, [it["mix"] for _, it in batch], [it["ref"] for _, it in batch]
             )
             sims = _similarities(similarity, batch, ests, sr)
             for (i, it), est, sim in zip(batch, ests, sims):
@@ -341,7 +332,7 @@ def evaluate_model(
             bar.update(len(batch))
 
     if opts.wrong_reference:
-        _score_wrong_references(model, items, records, metas, opts, quiet)
+        _score_wrong_references(extractor, items, records, metas, opts, quiet)
 
     partial_records: list[dict[str, Any]] = []
     if partial_items:
@@ -354,7 +345,7 @@ def evaluate_model(
                 [it for _, it in batch], opts.partial_window, opts.partial_ramp_seconds, sr
             )
             if pp:
-                ests = _forward(model, [p["mix"] for p in pp], [p["ref"] for p in pp], opts)
+                ests = _forward(extractor, [p["mix"] for p in pp], [p["ref"] for p in pp])
                 partial_records += [score_partial(e, p, sr) for p, e in zip(pp, ests)]
 
     info = dict(info or {})
@@ -364,7 +355,7 @@ def evaluate_model(
         from hifi_tse.eval.report import build_metrics
 
         return build_metrics(records, partial_records, info)
-    audio = _example_audio(model, items, records, opts)
+    audio = _example_audio(extractor, items, records)
     return write_report(Path(out_dir), records, partial_records, info, audio, sr)
 
 
@@ -379,10 +370,7 @@ class _Swapped:
 
 
 def _example_audio(
-    model: torch.nn.Module,
-    items: Sequence[dict[str, Any]],
-    records: list[dict[str, Any]],
-    opts: EvalOptions,
+    extractor: Extractor, items: Sequence[dict[str, Any]], records: list[dict[str, Any]]
 ) -> dict[str, dict[str, Any]]:
     """Re-run the best, median and worst TP examples (by SI-SDRi) for figures and WAVs."""
     tp = sorted(
@@ -395,7 +383,7 @@ def _example_audio(
     out = {}
     for which, rec in chosen.items():
         it = items[rec["position"]]
-        (est,) = _forward(model, [it["mix"]], [it["ref"]], opts)
+        (est,) = _forward(extractor, [it["mix"]], [it["ref"]])
         out[which] = {
             "record": rec,
             "mixture": it["mix"],
@@ -436,15 +424,22 @@ def _evaluate_no_target(
         raise UserError("--no-target: an output folder is needed")
     from hifi_tse.eval.unlabelled import evaluate_unlabelled, load_unlabelled_items
 
-    model, cfg = load_generator(checkpoint, device=opts.device, use_ema=ema)
-    items = load_unlabelled_items(Path(list_path), cfg.audio.sample_rate)
-    return evaluate_unlabelled(
-        model,
-        cfg,
-        items,
-        lambda m, mix, ref: _forward(m, [mix], [ref], opts)[0],
-        Path(out_dir),
+    extractor = load_extractor(checkpoint, opts, ema)
+    items = load_unlabelled_items(Path(list_path), extractor.sample_rate)
+    return evaluate_unlabelled(extractor, items, Path(out_dir), opts.device)
+
+
+def load_extractor(checkpoint: Path, opts: EvalOptions, use_ema: bool = True) -> Extractor:
+    """The checkpoint's :class:`Extractor` with the evaluation's device, precision and
+    chunking."""
+    return Extractor.from_checkpoint(
+        checkpoint,
         opts.device,
+        use_ema=use_ema,
+        precision=opts.precision,
+        chunk_seconds=opts.chunk_seconds,
+        overlap_seconds=opts.overlap_seconds,
+        batch_chunks=BATCH_CHUNKS,
     )
 
 
@@ -483,10 +478,11 @@ def evaluate_checkpoint(
         raise UserError("evaluate: give exactly one of --data (packs dir) and --list (CSV)")
     if mix_overrides and data is None:
         raise UserError("--mix-set: applies to --data mixtures only, not to --list")
-    model, cfg = load_generator(checkpoint, device=opts.device, use_ema=use_ema)
+    extractor = load_extractor(checkpoint, opts, use_ema)
+    ckpt = read_checkpoint(checkpoint)
+    cfg, step = config_from_dict(ckpt["config"]), ckpt.get("step")
     mix_cfg = mixing_config(cfg, mix_overrides)
-    step = read_checkpoint(checkpoint).get("step")
-    sr = cfg.audio.sample_rate
+    sr = extractor.sample_rate
     partial: Sequence[dict[str, Any]] = []
     if data is not None:
         from hifi_tse.data.datasets import FixedExampleSet
@@ -522,4 +518,4 @@ def evaluate_checkpoint(
         "mix_overrides": list(mix_overrides),
         "voices": voices if data is not None else None,
     }
-    return evaluate_model(model, cfg, items, opts, out_dir, partial, info)
+    return evaluate_model(extractor, items, opts, out_dir, partial, info)

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from hifi_tse.api import Extractor
 from hifi_tse.audio.io import load_audio
-from hifi_tse.config import Config
 from hifi_tse.errors import UserError
 from hifi_tse.eval.metrics import energy_db, summarize
 from hifi_tse.eval.similarity import SpeakerSimilarity
@@ -40,20 +39,15 @@ def load_unlabelled_items(path: Path, sample_rate: int) -> list[dict[str, Any]]:
 
 
 def evaluate_unlabelled(
-    model: torch.nn.Module,
-    cfg: Config,
-    items: list[dict[str, Any]],
-    estimate: Any,
-    out_dir: Path,
-    device: str = "cpu",
+    extractor: Extractor, items: list[dict[str, Any]], out_dir: Path, device: str = "cpu"
 ) -> dict[str, Any]:
-    """Score ``items`` (from :func:`load_unlabelled_items`); ``estimate(model, mix, ref)``
-    returns the ``(L,)`` estimate of one mixture. Returns the metrics written to disk."""
+    """Score ``items`` (from :func:`load_unlabelled_items`, at the extractor's rate) with
+    ``extractor``'s estimates. Returns the metrics written to disk."""
     similarity = SpeakerSimilarity(device)  # the only score here: its weights are required
-    sr = cfg.audio.sample_rate
+    sr = extractor.sample_rate
     records = []
     for it in items:
-        est = estimate(model, it["mix"], it["ref"])
+        (est,) = extractor.extract_pairs([it["mix"]], [it["ref"]], sr)
         (sim,) = similarity.score([est], [it["mix"]], [it["ref"]], [None], sr)
         gain = None
         if sim["spk_sim"] is not None and sim["spk_sim_mix"] is not None:

@@ -2,6 +2,12 @@
 
     hifi-tse export --checkpoint ckpt.pt --format onnx -o model.onnx
     hifi-tse export --checkpoint ckpt.pt --format checkpoint -o small.pt   # EMA weights only
+    hifi-tse export --checkpoint causal.pt --format onnx-streaming -o causal.onnx
+
+``onnx-streaming`` (a causal model with a finite attention window) writes the streaming
+form, state in and state out, as ``NAME.onnx`` (one call per run of new frames) and
+``NAME.enroll.onnx`` (once per enrollment), for ``hifi-tse stream --onnx`` and
+:class:`hifi_tse.infer.onnx_streaming.OnnxStreamer`, which need no torch.
 
 The mixture chunk (``--chunk-seconds``, default: the ``separate`` default) and the
 enrollment length (``--ref-seconds``, default: the config's ``audio.ref_seconds``) are the
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from hifi_tse.errors import UserError
 from hifi_tse.infer.separate_cli import CHUNK_SECONDS
@@ -25,9 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, required=True, help="hifi-tse checkpoint (.pt)")
     p.add_argument(
         "--format",
-        choices=["onnx", "checkpoint"],
+        choices=["onnx", "onnx-streaming", "checkpoint"],
         default="onnx",
-        help="onnx, or checkpoint: a small inference-only .pt (config + EMA weights)",
+        help="onnx; onnx-streaming (causal models: state in, state out); or checkpoint: a "
+        "small inference-only .pt (config + EMA weights)",
     )
     p.add_argument("-o", "--out", type=Path, required=True, help="output file")
     p.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS, help="chunk length, s")
@@ -53,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
             f"step {step}, {size_mb:.1f} MB"
         )
         return 0
+    if args.format == "onnx-streaming":
+        return _export_streaming(model, cfg, args, step)
     sr = cfg.audio.sample_rate
     ref_seconds = args.ref_seconds if args.ref_seconds is not None else cfg.audio.ref_seconds
     chunk, ref = int(round(args.chunk_seconds * sr)), int(round(ref_seconds * sr))
@@ -68,11 +78,28 @@ def run(args: argparse.Namespace) -> int:
     )
     if not args.no_verify:
         with torch.no_grad():
-            err = verify_export(model, args.out, sr)
-        print(f"ONNX Runtime vs PyTorch on a random chunk: max abs difference {err:.2e}")
-        if err > VERIFY_TOLERANCE:
-            raise UserError(
-                f"{args.out}: ONNX output differs from PyTorch by {err:.2e} "
-                f"(> {VERIFY_TOLERANCE:g})"
-            )
+            _check(verify_export(model, args.out, sr), args.out, "a random chunk")
+    return 0
+
+
+def _check(err: float, path: Path, what: str) -> None:
+    print(f"ONNX Runtime vs PyTorch on {what}: max abs difference {err:.2e}")
+    if err > VERIFY_TOLERANCE:
+        raise UserError(
+            f"{path}: ONNX output differs from PyTorch by {err:.2e} (> {VERIFY_TOLERANCE:g})"
+        )
+
+
+def _export_streaming(model: Any, cfg: Any, args: argparse.Namespace, step: int) -> int:
+    from hifi_tse.infer.onnx_streaming import enroll_path
+    from hifi_tse.infer.streaming_export import export_streaming_onnx, verify_streaming_export
+
+    meta = export_streaming_onnx(model, cfg, args.out, step=step)
+    print(
+        f"wrote {args.out} (a run of frames per call, state in and out) and "
+        f"{enroll_path(args.out)} (per enrollment): hop {meta['hop_length']} samples, "
+        f"attention window {meta['window_frames']} frames, latency {meta['n_fft']} samples"
+    )
+    if not args.no_verify:
+        _check(verify_streaming_export(model, args.out), args.out, "a random stream")
     return 0

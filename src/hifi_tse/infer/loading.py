@@ -88,6 +88,24 @@ class TorchChunkFn:
         return est.float().cpu().numpy()
 
 
+class TorchPairsFn:
+    """``__call__(mixtures (B, L), references (B, L_ref))`` float32 -> ``(B, L)`` float32: one
+    batched pass, each mixture with its own enrollment (evaluation sets)."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str) -> None:
+        self.model = model
+        self.device = device
+        self.bf16 = check_precision(precision, device) == "bf16"
+
+    def __call__(self, mixtures: np.ndarray, references: np.ndarray) -> np.ndarray:
+        bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        with torch.inference_mode(), bf16:
+            mix = torch.from_numpy(np.ascontiguousarray(mixtures, dtype=np.float32))
+            ref = torch.from_numpy(np.ascontiguousarray(references, dtype=np.float32))
+            est = self.model(mix.to(self.device), ref.to(self.device))
+        return est.float().cpu().numpy()
+
+
 PRECISIONS = ("fp32", "bf16")
 
 

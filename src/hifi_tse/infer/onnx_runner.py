@@ -14,17 +14,39 @@ zero-padded and enrollments tiled / cropped to the exported lengths.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hifi_tse.errors import UserError
+from hifi_tse.infer.frame_stream import hann_window, normalise
 from hifi_tse.infer.separate import ChunkFn
 from hifi_tse.speaker.frontend import enrollment_mels
 
 ONNX_FORMAT = "hifi-tse-onnx-spectral-core"
-# Overlap-add envelope below this counts as empty (torch.istft's NOLA tolerance).
-NOLA_TOLERANCE = 1e-11
 META_KEYS = ("sample_rate", "chunk_samples", "ref_samples", "n_fft", "win_length", "hop_length")
+
+
+def open_session(path: Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session on ``path`` (``threads`` intra-op threads); UserError with
+    one line when onnxruntime or the file is missing or the file is no loadable model."""
+    if not Path(path).is_file():
+        raise UserError(f"{path}: ONNX model not found")
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UserError("--onnx needs onnxruntime (pip install onnxruntime)") from None
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # ORT raises its own Fail / InvalidGraph / InvalidProtobuf
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise UserError(f"{path}: not a loadable ONNX model ({reason})") from None
 
 
 class NumpyStft:
@@ -32,11 +54,7 @@ class NumpyStft:
 
     def __init__(self, n_fft: int, win_length: int, hop_length: int) -> None:
         self.n_fft, self.hop = n_fft, hop_length
-        n = np.arange(win_length)
-        hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)  # periodic, as torch
-        left = (n_fft - win_length) // 2
-        self.window = np.zeros(n_fft, dtype=np.float64)
-        self.window[left : left + win_length] = hann
+        self.window = hann_window(n_fft, win_length)
 
     def num_frames(self, length: int) -> int:
         return 1 + length // self.hop
@@ -63,9 +81,7 @@ class NumpyStft:
             out[:, t * self.hop : t * self.hop + self.n_fft] += frames_td[:, t]
             env[t * self.hop : t * self.hop + self.n_fft] += self.window**2
         start = self.n_fft // 2
-        out = out[:, start : start + length]
-        env = env[start : start + length]
-        out = out / np.where(env > NOLA_TOLERANCE, env, 1.0)
+        out = normalise(out[:, start : start + length], env[start : start + length])
         if out.shape[1] < length:
             out = np.pad(out, ((0, 0), (0, length - out.shape[1])))
         return out.astype(np.float32)
@@ -76,23 +92,7 @@ class OnnxModel:
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: ONNX model not found")
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise UserError("--onnx needs onnxruntime (pip install onnxruntime)") from None
-        opts = ort.SessionOptions()
-        if threads is not None:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(
-                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # ORT raises its own Fail / InvalidGraph / InvalidProtobuf
-            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-            raise UserError(f"{path}: not a loadable ONNX model ({reason})") from None
+        self.session = open_session(path, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("format") != ONNX_FORMAT:
             raise UserError(f"{path}: not a hifi-tse ONNX export (metadata format missing)")
@@ -150,6 +150,12 @@ class OnnxModel:
         im = spec[..., 0] * m[..., 1] + spec[..., 1] * m[..., 0]
         est = self.stft.inverse(np.stack([re, im], axis=-1), width)
         return est[:, :n]
+
+    def separate_pairs(self, mixtures: np.ndarray, references: np.ndarray) -> np.ndarray:
+        """``mixtures (B, n)``, one enrollment per row ``(B, L_ref)`` -> ``(B, n)``."""
+        return np.concatenate(
+            [self.chunk_fn(ref)(mix[None]) for mix, ref in zip(mixtures, references)]
+        )
 
     def chunk_fn(self, ref: np.ndarray) -> ChunkFn:
         """Bind an enrollment ``(L_ref,)`` at the model rate: returns ``(B, n) -> (B, n)``."""

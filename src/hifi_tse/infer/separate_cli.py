@@ -15,6 +15,7 @@ import argparse
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -27,6 +28,7 @@ from hifi_tse.api import (  # noqa: F401 - the chunking defaults are re-exported
     Enrollment,
     EnrollmentWarning,
     Extractor,
+    enrollment_waveform,
 )
 from hifi_tse.audio.io import load_audio
 from hifi_tse.errors import UserError
@@ -181,16 +183,33 @@ def load_extractor(args: argparse.Namespace) -> Extractor:
 
 def enroll_files(extractor: Extractor, refs: list[Path]) -> Enrollment:
     """Enroll from files; the API's enrollment warnings go to stderr as one line each."""
+    rate = extractor.sample_rate
+    return _enroll_files(refs, rate, lambda clips, name: extractor.enroll(clips, rate, name=name))
+
+
+def enrollment_from_files(refs: list[Path], model_rate: int) -> np.ndarray:
+    """The checked enrollment waveform ``(L_ref,)`` at ``model_rate`` from files, for a
+    backend without an :class:`Extractor` (the ONNX streamer); warnings as above."""
+
+    def waveform(clips: list[np.ndarray], name: str) -> np.ndarray:
+        return enrollment_waveform(clips, model_rate, model_rate, name=name)[0]
+
+    return _enroll_files(refs, model_rate, waveform)
+
+
+def _enroll_files(
+    refs: list[Path], model_rate: int, enroll: Callable[[list[np.ndarray], str], Any]
+) -> Any:
     clips = []
     for path in refs:
-        wav = load_audio(path, extractor.sample_rate)
+        wav = load_audio(path, model_rate)
         if not np.any(wav):
             raise UserError(f"{path}: reference is all zeros (digital silence)")
         clips.append(wav)
     names = ", ".join(str(p) for p in refs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", EnrollmentWarning)
-        enrollment = extractor.enroll(clips, extractor.sample_rate, name=f"reference {names}")
+        enrollment = enroll(clips, f"reference {names}")
     for w in caught:
         stderr_warn(f"warning: {w.message}")
     return enrollment

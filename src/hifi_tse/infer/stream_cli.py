@@ -4,9 +4,11 @@
         --rate 16000 | aplay -f S16_LE -c 1 -r 16000
 
 Reads signed 16-bit little-endian mono PCM at ``--rate`` Hz, writes the same format. Needs a
-causal model (``model.causal: true``); input at another rate than the model's is resampled
-on the way in and out (soxr streams). The first latency's worth of output is the model's
-delay (``StreamingExtractor.latency_samples``) and the output has the input's length.
+causal model (``model.causal: true``): a checkpoint, or with ``--onnx`` its streaming ONNX
+export (``hifi-tse export --format onnx-streaming``), which runs without torch. Input at
+another rate than the model's is resampled on the way in and out (soxr streams). The first
+latency's worth of output is the model's delay (``StreamingExtractor.latency_samples``) and
+the output has the input's length.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ BLOCK_MS = 10.0  # read size: one block per 10 ms of input
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", type=Path, required=True, help="causal hifi-tse checkpoint")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", type=Path, help="causal hifi-tse checkpoint")
+    model.add_argument(
+        "--onnx",
+        type=Path,
+        help="streaming ONNX export (hifi-tse export --format onnx-streaming); runs without torch",
+    )
     p.add_argument("--ref", type=Path, action="append", required=True, help="enrollment clip")
     p.add_argument("--rate", type=int, required=True, help="sample rate of stdin/stdout, Hz")
     p.add_argument("--block-ms", type=float, default=BLOCK_MS, help="input block length, ms")
@@ -66,17 +74,35 @@ def stream(
 
 
 def run(args: argparse.Namespace) -> int:
-    from hifi_tse.api import Extractor
     from hifi_tse.errors import UserError
-    from hifi_tse.infer.separate_cli import enroll_files
-    from hifi_tse.infer.streaming import StreamingExtractor
 
     if args.rate <= 0 or args.block_ms <= 0:
         raise UserError("--rate and --block-ms: expected positive values")
+    streamer, model_rate = _onnx_streamer(args) if args.onnx else _torch_streamer(args)
+    block = max(1, int(round(args.block_ms * args.rate / 1000.0)))
+    stream(streamer, args.rate, model_rate, block, sys.stdin.buffer, sys.stdout.buffer)
+    return 0
+
+
+def _torch_streamer(args: argparse.Namespace) -> tuple[object, int]:
+    from hifi_tse.api import Extractor
+    from hifi_tse.infer.separate_cli import enroll_files
+    from hifi_tse.infer.streaming import StreamingExtractor
+
     extractor = Extractor.from_checkpoint(
         args.checkpoint, args.device, threads=args.threads, precision=args.precision
     )
-    streamer = StreamingExtractor(extractor, enroll_files(extractor, list(args.ref)))
-    block = max(1, int(round(args.block_ms * args.rate / 1000.0)))
-    stream(streamer, args.rate, extractor.sample_rate, block, sys.stdin.buffer, sys.stdout.buffer)
-    return 0
+    enrollment = enroll_files(extractor, list(args.ref))
+    return StreamingExtractor(extractor, enrollment), extractor.sample_rate
+
+
+def _onnx_streamer(args: argparse.Namespace) -> tuple[object, int]:
+    from hifi_tse.errors import UserError
+    from hifi_tse.infer.onnx_streaming import OnnxStreamer
+    from hifi_tse.infer.separate_cli import enrollment_from_files
+
+    if args.device != "cpu" or args.precision != "fp32":
+        raise UserError("--onnx: runs on the CPU in fp32 (drop --device / --precision)")
+    streamer = OnnxStreamer(args.onnx, threads=args.threads)
+    streamer.enroll(enrollment_from_files(list(args.ref), streamer.sample_rate))
+    return streamer, streamer.sample_rate

@@ -79,8 +79,19 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         """``x (N, T, D)``, ``ctx (N, S, D)`` -> ``(N, T, D)``."""
+        return self.attend(x, self.context(ctx))
+
+    def context(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ctx (N, S, D)`` -> keys and values ``(N, H, S, D/H)`` each: what a fixed context
+        (an enrollment) contributes, computed once for any number of queries."""
         n, s, d = ctx.shape
-        q = _split_heads(self.q(x), self.heads)
         kv = self.kv(ctx).view(n, s, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, kv[0], kv[1])
+        return kv[0], kv[1]
+
+    def attend(
+        self, x: torch.Tensor, keys_values: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        """``x (N, T, D)`` over :meth:`context`'s keys and values -> ``(N, T, D)``."""
+        q = _split_heads(self.q(x), self.heads)
+        y = F.scaled_dot_product_attention(q, keys_values[0], keys_values[1])
         return self.out(_merge_heads(y))

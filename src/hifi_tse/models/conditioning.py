@@ -30,10 +30,21 @@ class ReferenceAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``x (K, B, T, D)``, ``ref (K, B, S, D)`` -> ``(K, B, T, D)``."""
+        return self.attend(x, self.context(ref))
+
+    def context(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ref (K, B, S, D)`` -> the reference's keys and values ``(K*B, H, S, D/H)``,
+        computed once per enrollment when the same reference serves many frames."""
+        k, b, s, d = ref.shape
+        return self.attn.context(self.norm_ref(ref).view(k * b, s, d))
+
+    def attend(
+        self, x: torch.Tensor, keys_values: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        """``x (K, B, T, D)`` with :meth:`context`'s keys and values -> ``(K, B, T, D)``."""
         k, b, t, d = x.shape
         q = self.norm_x(x).view(k * b, t, d)
-        ctx = self.norm_ref(ref).view(k * b, ref.shape[2], d)
-        return x + self.attn(q, ctx).view(k, b, t, d)
+        return x + self.attn.attend(q, keys_values).view(k, b, t, d)
 
 
 class FiLM(nn.Module):
@@ -51,7 +62,16 @@ class FiLM(nn.Module):
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """``x (K, B, T, D)``, ``ref (K, B, S, D)`` -> ``(K, B, T, D)``."""
-        gamma, beta = self.proj(ref.mean(dim=2, keepdim=True)).chunk(2, dim=-1)
+        return self.modulate(x, self.params(ref))
+
+    def params(self, ref: torch.Tensor) -> torch.Tensor:
+        """``ref (K, B, S, D)`` -> ``(gamma, beta)`` side by side, ``(K, B, 1, 2D)``."""
+        return self.proj(ref.mean(dim=2, keepdim=True))
+
+    @staticmethod
+    def modulate(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """``x (K, B, T, D)`` with :meth:`params` (any shape that broadcasts, last ``2D``)."""
+        gamma, beta = params.chunk(2, dim=-1)
         return x * (1.0 + gamma) + beta
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hifi_tse.models.conditioning import FiLM
 from hifi_tse.speaker import ge2e
 from hifi_tse.speaker.frontend import decimation_filter
 
@@ -104,7 +105,11 @@ class GE2EConditioning(nn.Module):
     def forward_mels(self, x: torch.Tensor, mels: torch.Tensor) -> torch.Tensor:
         """As :meth:`forward` from the enrollment's mels ``(B, T_mel, 40)`` (the ONNX graph's
         input: its STFT runs outside the graph, as the generator's does)."""
+        return FiLM.modulate(x, self.params(mels))
+
+    def params(self, mels: torch.Tensor) -> torch.Tensor:
+        """The enrollment's mels ``(B, T_mel, 40)`` -> ``(gamma, beta)`` side by side,
+        ``(1, B, 1, 2D)`` (they broadcast over bands and frames)."""
         with torch.no_grad(), torch.autocast(device_type=mels.device.type, enabled=False):
             emb = self.encoder.embed_partials(mels.float())
-        gamma, beta = self.proj(emb.to(self.proj.weight.dtype)).chunk(2, dim=-1)  # (B, D)
-        return x * (1.0 + gamma[None, :, None, :]) + beta[None, :, None, :]
+        return self.proj(emb.to(self.proj.weight.dtype))[None, :, None, :]

@@ -118,6 +118,7 @@ def warm_start(generator: torch.nn.Module, path: str | Path) -> tuple[int, list[
     ckpt = read_checkpoint(path)
     source = ckpt["ema"] if isinstance(ckpt.get("ema"), dict) else ckpt["model"]
     target = generator.state_dict()
+    source = _forward_halves(source, target)
     mismatched = [
         f"{name} {tuple(source[name].shape)} vs {tuple(value.shape)}"
         for name, value in target.items()
@@ -133,6 +134,31 @@ def warm_start(generator: torch.nn.Module, path: str | Path) -> tuple[int, list[
         raise UserError(f"--init-from {path}: no weight names match this config's generator")
     generator.load_state_dict(shared, strict=False)
     return len(shared), [name for name in target if name not in source]
+
+
+def _forward_halves(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """An offline model's weights in a causal model's shapes: a time BiLSTM's output
+    projection ``(D, 2H)`` keeps its forward-direction columns ``(D, H)``.
+
+    The forward LSTM's own weights share their names with the bidirectional one's and the
+    ``*_reverse`` weights have no counterpart, so the causal model starts as the offline
+    model with its backward time recurrences removed.
+    """
+    out = dict(source)
+    for name, value in target.items():
+        have = source.get(name)
+        if (
+            have is not None
+            and name.endswith("inter.proj.weight")
+            and have.dim() == 2
+            and have.shape[0] == value.shape[0]
+            and have.shape[1] == 2 * value.shape[1]
+            and f"{name.removesuffix('proj.weight')}lstm.weight_hh_l0_reverse" in source
+        ):
+            out[name] = have[:, : value.shape[1]]
+    return out
 
 
 def derived_seed(*parts: int) -> int:
