@@ -37,9 +37,14 @@ def test_wheel_installs_and_runs_the_demo_from_any_folder(tiny_packs, tmp_path: 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     work = tmp_path / "elsewhere"
     work.mkdir()
-    where = run([str(py), "-c", "import hifi_tse, hifi_tse.config as c; print(hifi_tse.__file__);"
-                 "print(c.load_config('demo').audio.sample_rate)"], work, env)  # fmt: skip
-    assert str(fresh_site) in where and str(ROOT / "src") not in where and "16000" in where
+    code = (
+        "import hifi_tse, hifi_tse.config as c; print(hifi_tse.__file__);"
+        "print(c.load_config('demo').audio.sample_rate);"
+        "print(c.load_config('recipes/demo_model_stage9').stft.n_fft)"
+    )
+    where = run([str(py), "-c", code], work, env)
+    assert str(fresh_site) in where and str(ROOT / "src") not in where
+    assert where.split()[-2:] == ["16000", "512"]  # a built-in config and a shipped recipe
     out = work / "demo"
     log = run([str(fresh / "bin" / "hifi-tse"), "demo", "--skip-train", "--corpus",
                str(tiny_packs), "--out", str(out), "--eval-examples", "4"], work, env)  # fmt: skip

@@ -181,3 +181,26 @@ def test_legacy_objective_warns():
     est, tgt, tp = _batch()
     with pytest.warns(SilenceRewardWarning):
         obj(est, tgt, tp, 2)
+
+
+@pytest.mark.parametrize("phase", [1, 2, 3])
+def test_the_objective_reads_no_device_value(phase, monkeypatch) -> None:
+    """Given the host's target_present mask, the objective never reads a value back from the
+    device (what would stall a GPU once per micro-batch): it runs, forward and backward, on
+    'meta' tensors, which hold no values at all."""
+    import contextlib
+
+    import hifi_tse.losses.objective as objective_module
+
+    monkeypatch.setattr(
+        objective_module.torch, "autocast", lambda *a, **k: contextlib.nullcontext()
+    )
+    obj = Objective(_cfg().objective, SR)
+    est = torch.empty(4, 8000, device="meta", requires_grad=True)
+    target = torch.empty(4, 8000, device="meta")
+    total, terms = obj(est, target, torch.tensor([True, False, True, True]), phase)
+    total.backward()
+    assert total.device.type == "meta" and est.grad is not None
+    assert {"sep", "phase", "amp", "ta_energy", "si_sdr_tp", "rms_ratio", "ta_energy_db"} <= set(
+        terms
+    )

@@ -631,12 +631,14 @@ def builtin_configs() -> list[str]:
 
 def resolve_config_path(path: str | Path) -> Path:
     """``path`` itself when it is a file, else the built-in config of that name (with or
-    without ``.yaml``), so ``--config demo`` works from any folder after ``pip install``."""
+    without ``.yaml``; ``recipes/NAME`` for a recipe of the shipped models), so
+    ``--config demo`` works from any folder after ``pip install``."""
     path = Path(path)
     if path.is_file():
         return path
-    builtin = BUILTIN_CONFIG_DIR / f"{path.stem}.yaml"
-    if len(path.parts) == 1 and path.suffix in ("", ".yaml") and builtin.is_file():
+    builtin = BUILTIN_CONFIG_DIR / path.parent / f"{path.stem}.yaml"
+    named = not path.is_absolute() and ".." not in path.parts and len(path.parts) <= 2
+    if named and path.suffix in ("", ".yaml") and builtin.is_file():
         return builtin
     raise ConfigError(
         f"{path}: config file not found (built-in configs: {', '.join(builtin_configs())})"

@@ -28,8 +28,8 @@ from hifi_tse.losses.separation import (
     energy_db,
     rms,
     scene_aware_loss,
-    scene_aware_parts,
     si_sdr,
+    split_scene_aware_parts,
     ta_term,
 )
 from hifi_tse.losses.spectral import PhaseSensitiveLoss
@@ -96,7 +96,8 @@ class Objective(nn.Module):
         Args:
             estimate: ``(B, L)`` generator output (any float dtype; computed in fp32).
             target: ``(B, L)`` reference target, zeros for TA examples.
-            target_present: ``(B,)`` bool.
+            target_present: ``(B,)`` bool, best on the host: it is read there (a mask on
+                the device is copied back, one transfer).
             phase: 1, 2 or 3 (``schedules.phase_at``).
             adv: discriminator outputs and ramp scale; used in phase 3 only.
 
@@ -115,36 +116,31 @@ class Objective(nn.Module):
         # bf16 autocast in training must not reach the losses: log10 / STFT in fp32
         with torch.autocast(device_type=estimate.device.type, enabled=False):
             est, tgt = estimate.float(), target.float()
-            tp = target_present.to(est.device)
-            ta = ~tp
-            has_tp, has_ta = bool(tp.any()), bool(ta.any())
+            split = _Split(est, tgt, target_present)
             zero = est.new_zeros(())
-            terms: dict[str, Tensor] = {}
-
             if phase == PHASE_TP:
                 sep = -si_sdr(est, tgt, LOSS_EPS).mean()
                 phase_l = self.phase_loss(est, tgt)
                 amp = amplitude_loss(est, tgt, AMP_MIN_RATIO, LOSS_EPS)
-                ta_part = self._ta_term(est[ta]).mean() if has_ta else zero
+                ta_part = self._ta_term(split.est_ta).mean() if split.has_ta else zero
             else:
-                tp_part, ta_part = scene_aware_parts(
-                    est,
-                    tgt,
-                    tp,
+                tp_part, ta_part = split_scene_aware_parts(
+                    split.est_tp,
+                    split.tgt_tp,
+                    split.est_ta,
                     ta_loss=c.ta_loss,
                     ta_target_db=c.ta_target_db,
                     eps=LOSS_EPS,
                 )
                 sep = (1.0 - c.ta_weight) * tp_part + c.ta_weight * ta_part
-                phase_l = self.phase_loss(est, tgt, tp)
-                amp = amplitude_loss(est[tp], tgt[tp], AMP_MIN_RATIO, LOSS_EPS) if has_tp else zero
-
+                phase_l = self.phase_loss(split.est_tp, split.tgt_tp) if split.has_tp else zero
+                amp = (
+                    amplitude_loss(split.est_tp, split.tgt_tp, AMP_MIN_RATIO, LOSS_EPS)
+                    if split.has_tp
+                    else zero
+                )
             total = c.lambda_sep * sep + c.lambda_phase * phase_l + c.lambda_amp * amp
-            terms["sep"] = sep
-            terms["phase"] = phase_l
-            terms["amp"] = amp
-            terms["ta_energy"] = ta_part
-
+            terms = {"sep": sep, "phase": phase_l, "amp": amp, "ta_energy": ta_part}
             if phase == PHASE_GAN:
                 adv_l = fm = zero
                 if adv is not None:
@@ -153,13 +149,36 @@ class Objective(nn.Module):
                 terms["adv"] = adv_l
                 terms["fm"] = fm
             terms["total"] = total
-
             with torch.no_grad():
-                if has_tp:
-                    terms["si_sdr_tp"] = si_sdr(est[tp], tgt[tp], LOSS_EPS).mean()
-                    terms["rms_ratio"] = (
-                        rms(est[tp], LOSS_EPS).mean() / rms(tgt[tp], LOSS_EPS).mean()
-                    )
-                if has_ta:
-                    terms["ta_energy_db"] = energy_db(est[ta], LOSS_EPS).mean()
+                terms.update(split.diagnostics())
         return total, {k: v.detach().float() for k, v in terms.items()}
+
+
+class _Split:
+    """A batch split into its TP and TA examples by a *host* mask.
+
+    ``target_present`` is read on the host (a CUDA mask would be copied back: one sync), and
+    the rows are picked with ``index_select`` on index tensors sent to the device, so no
+    device value is read back (boolean indexing of a device tensor would wait for the count).
+    """
+
+    def __init__(self, est: Tensor, tgt: Tensor, target_present: Tensor) -> None:
+        present = target_present.detach().to("cpu", torch.bool)
+        tp_rows = torch.nonzero(present).squeeze(1)
+        ta_rows = torch.nonzero(~present).squeeze(1)
+        self.has_tp, self.has_ta = tp_rows.numel() > 0, ta_rows.numel() > 0
+        tp_rows = tp_rows.to(est.device, non_blocking=True)
+        ta_rows = ta_rows.to(est.device, non_blocking=True)
+        self.est_tp, self.tgt_tp = est.index_select(0, tp_rows), tgt.index_select(0, tp_rows)
+        self.est_ta = est.index_select(0, ta_rows)
+
+    def diagnostics(self) -> dict[str, Tensor]:
+        """``si_sdr_tp`` (dB) and ``rms_ratio`` with TP examples, ``ta_energy_db`` (dB) with
+        TA examples."""
+        out = {}
+        if self.has_tp:
+            out["si_sdr_tp"] = si_sdr(self.est_tp, self.tgt_tp, LOSS_EPS).mean()
+            out["rms_ratio"] = rms(self.est_tp, LOSS_EPS).mean() / rms(self.tgt_tp, LOSS_EPS).mean()
+        if self.has_ta:
+            out["ta_energy_db"] = energy_db(self.est_ta, LOSS_EPS).mean()
+        return out

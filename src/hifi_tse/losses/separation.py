@@ -151,13 +151,6 @@ def ta_term(estimate: Tensor, *, ta_loss: TaLoss, ta_target_db: float, eps: floa
     raise ValueError(f"ta_loss: expected 'relu' or 'legacy_db', got {ta_loss!r}")
 
 
-def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values[mask]``, or an exact 0 when the mask is empty."""
-    if not bool(mask.any()):
-        return values.new_zeros(())
-    return values[mask].mean()
-
-
 def scene_aware_parts(
     estimate: Tensor,
     target: Tensor,
@@ -176,17 +169,27 @@ def scene_aware_parts(
     check_pair(estimate, target)
     check_mask(target_present, estimate.shape[0])
     tp, ta = target_present, ~target_present
-    tp_part = estimate.new_zeros(())
-    ta_part = estimate.new_zeros(())
-    if bool(tp.any()):
-        tp_part = -si_sdr(estimate[tp], target[tp], eps).mean()
-    if bool(ta.any()):
-        ta_part = ta_term(
-            estimate[ta],
-            ta_loss=ta_loss,
-            ta_target_db=ta_target_db,
-            eps=eps,
-        ).mean()
+    return split_scene_aware_parts(
+        estimate[tp], target[tp], estimate[ta], ta_loss=ta_loss, ta_target_db=ta_target_db, eps=eps
+    )
+
+
+def split_scene_aware_parts(
+    estimate_tp: Tensor,
+    target_tp: Tensor,
+    estimate_ta: Tensor,
+    *,
+    ta_loss: TaLoss,
+    ta_target_db: float,
+    eps: float,
+) -> tuple[Tensor, Tensor]:
+    """:func:`scene_aware_parts` of a batch already split into its TP ``(N_tp, L)`` pairs and
+    TA ``(N_ta, L)`` estimates (either may have no rows)."""
+    zero = estimate_tp.new_zeros(())
+    tp_part = -si_sdr(estimate_tp, target_tp, eps).mean() if estimate_tp.shape[0] else zero
+    ta_part = zero
+    if estimate_ta.shape[0]:
+        ta_part = ta_term(estimate_ta, ta_loss=ta_loss, ta_target_db=ta_target_db, eps=eps).mean()
     return tp_part, ta_part
 
 

@@ -97,10 +97,19 @@ def frozen(module: nn.Module | None):
             p.requires_grad_(flag)
 
 
+# Batch entries that stay on the host: the objective splits the batch by this mask on the
+# host, so that no device value is read back before the step's one transfer.
+HOST_KEYS = ("target_present",)
+
+
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     nb = device.type == "cuda"
     return {
-        k: (v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v)
+        k: (
+            v.to(device, non_blocking=nb)
+            if isinstance(v, torch.Tensor) and k not in HOST_KEYS
+            else v
+        )
         for k, v in batch.items()
     }
 
@@ -130,7 +139,7 @@ class _DeviceTotals:
     def add_levels(self, est: torch.Tensor, target: torch.Tensor, present: torch.Tensor) -> None:
         """Sum of TP output and target RMS (the step's rms_ratio)."""
         with torch.no_grad():
-            keep = present.to(torch.float64)
+            keep = present.to(est.device, torch.float64, non_blocking=True)
             self.est_rms += (est.pow(2).mean(-1).sqrt().double() * keep).sum()
             self.tgt_rms += (target.pow(2).mean(-1).sqrt().double() * keep).sum()
 
