@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from eval_fixtures import SR, tiny_config, voice
+from eval_fixtures import SR, tiny_config, tiny_onnx, voice  # noqa: F401
 
 import hifi_tse
 from hifi_tse.checkpoints import save_generator_checkpoint
@@ -190,3 +190,10 @@ def test_onnx_streaming_export_needs_a_finite_attention_window(tmp_path) -> None
     args = ["export", "--checkpoint", str(path), "--format", "onnx-streaming"]
     assert main(args + ["-o", str(tmp_path / "c.onnx")]) == 2
     assert not (tmp_path / "c.onnx").exists()
+
+
+def test_onnx_streamer_refuses_an_offline_export(tiny_onnx) -> None:  # noqa: F811
+    from hifi_tse.infer.onnx_streaming import OnnxStreamer
+
+    with pytest.raises(UserError, match="not a hifi-tse ONNX export of format .*streaming"):
+        OnnxStreamer(tiny_onnx)

@@ -28,6 +28,7 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +103,6 @@ def export_onnx(
 ) -> dict[str, str]:
     """Export ``model``'s spectral core for ``chunk_samples``-long chunks and a
     ``ref_samples``-long enrollment to ``out_path`` (atomically). Returns the metadata."""
-    import onnx
-
     model = model.eval().cpu()
     core = SpectralCore(model).eval()
     gen = torch.Generator().manual_seed(0)
@@ -128,12 +127,29 @@ def export_onnx(
     with atomic_path(out_path) as tmp:
         dynamic = _export(core, inputs, tmp)
         meta["dynamic"] = "1" if dynamic else "0"
-        proto = onnx.load(str(tmp))
-        del proto.metadata_props[:]
-        for key, value in meta.items():
-            proto.metadata_props.add(key=key, value=value)
-        onnx.save(proto, str(tmp))
+        write_metadata(tmp, meta)
     return meta
+
+
+def write_metadata(path: Path, meta: dict[str, str]) -> None:
+    """Replace the ONNX file's ``metadata_props`` with ``meta`` (what the runners read)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """The exporters' warnings, registry notes and prints silenced (their failures are
+    turned into one-line errors by the callers)."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _export(core: nn.Module, args: tuple[torch.Tensor, ...], path: Path) -> bool:
@@ -147,10 +163,8 @@ def _export(core: nn.Module, args: tuple[torch.Tensor, ...], path: Path) -> bool
         "ref_mels": {0: "batch", 1: "mel_frames"},
         "mask": {0: "batch", 2: "frames"},
     }
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # optional-registry noise
     errors: list[str] = []
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
+    with quiet_exporter():
         try:
             torch.onnx.export(
                 core,

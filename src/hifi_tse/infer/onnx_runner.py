@@ -49,6 +49,20 @@ def open_session(path: Path, threads: int | None = None) -> Any:
         raise UserError(f"{path}: not a loadable ONNX model ({reason})") from None
 
 
+def checked_metadata(
+    session: Any, path: Path, fmt: str, int_keys: tuple[str, ...]
+) -> tuple[dict[str, str], dict[str, int]]:
+    """The session's metadata, and its ``int_keys`` as integers; UserError (one line) when
+    the file is no hifi-tse export of format ``fmt`` or lacks a key."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if meta.get("format") != fmt:
+        raise UserError(f"{path}: not a hifi-tse ONNX export of format {fmt} (hifi-tse export)")
+    try:
+        return meta, {k: int(meta[k]) for k in int_keys}
+    except (KeyError, ValueError):
+        raise UserError(f"{path}: ONNX metadata lacks one of {', '.join(int_keys)}") from None
+
+
 class NumpyStft:
     """STFT / iSTFT matching ``torch.stft(center=True, pad_mode="constant")`` / ``torch.istft``."""
 
@@ -93,13 +107,7 @@ class OnnxModel:
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         path = Path(path)
         self.session = open_session(path, threads)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if meta.get("format") != ONNX_FORMAT:
-            raise UserError(f"{path}: not a hifi-tse ONNX export (metadata format missing)")
-        try:
-            values = {k: int(meta[k]) for k in META_KEYS}
-        except (KeyError, ValueError):
-            raise UserError(f"{path}: ONNX metadata lacks one of {', '.join(META_KEYS)}") from None
+        meta, values = checked_metadata(self.session, path, ONNX_FORMAT, META_KEYS)
         self.path = path
         self.sample_rate = values["sample_rate"]
         self.chunk_samples = values["chunk_samples"]

@@ -20,7 +20,7 @@ import numpy as np
 
 from hifi_tse.errors import UserError
 from hifi_tse.infer.frame_stream import FrameStream
-from hifi_tse.infer.onnx_runner import NumpyStft, open_session
+from hifi_tse.infer.onnx_runner import NumpyStft, checked_metadata, open_session
 from hifi_tse.speaker.frontend import enrollment_mels
 
 STREAMING_FORMAT = "hifi-tse-onnx-streaming"
@@ -39,16 +39,7 @@ class OnnxStreamer:
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         path = Path(path)
         self.step_session = open_session(path, threads)
-        meta = self.step_session.get_modelmeta().custom_metadata_map
-        if meta.get("format") != STREAMING_FORMAT:
-            raise UserError(
-                f"{path}: not a hifi-tse streaming ONNX export (export it with "
-                "hifi-tse export --format onnx-streaming)"
-            )
-        try:
-            values = {k: int(meta[k]) for k in META_KEYS}
-        except (KeyError, ValueError):
-            raise UserError(f"{path}: ONNX metadata lacks one of {', '.join(META_KEYS)}") from None
+        meta, values = checked_metadata(self.step_session, path, STREAMING_FORMAT, META_KEYS)
         self.path = path
         self.enroll_session = open_session(path.with_name(meta["enroll_graph"]), threads)
         self.sample_rate = values["sample_rate"]

@@ -15,10 +15,6 @@ runs the pair without torch; its STFT framing and overlap-add are the PyTorch st
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +23,7 @@ from torch import nn
 
 from hifi_tse.config import Config
 from hifi_tse.errors import UserError
-from hifi_tse.infer.export import OPSET
+from hifi_tse.infer.export import OPSET, quiet_exporter, write_metadata
 from hifi_tse.infer.onnx_streaming import STREAMING_FORMAT, enroll_path
 from hifi_tse.infer.streaming_core import StreamingCore
 from hifi_tse.utils import atomic_path
@@ -52,9 +48,7 @@ class _Step(nn.Module):
 
 
 def _export(module: nn.Module, args: tuple, path: Path, inputs: list, outputs: list, axes: dict):
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
+    with quiet_exporter():
         try:
             torch.onnx.export(
                 module,
@@ -69,16 +63,6 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list, outputs: l
         except Exception as exc:  # the exporter raises many types
             first = f"{type(exc).__name__}: {exc}".splitlines()[0]
             raise UserError(f"{path}: streaming ONNX export failed ({first})") from None
-
-
-def _write_meta(path: Path, meta: dict[str, str]) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        proto.metadata_props.add(key=key, value=value)
-    onnx.save(proto, str(path))
 
 
 @torch.no_grad()
@@ -121,7 +105,7 @@ def export_streaming_onnx(
             _Enroll(core), (ref_spec, *mels), tmp, ref_inputs, cue_names,
             {k: v for k, v in ref_axes.items() if k in ref_inputs} | _cue_axes(cue_names),
         )  # fmt: skip
-        _write_meta(tmp, meta)
+        write_metadata(tmp, meta)
     spec = torch.view_as_real(model.stft(ref_wav)[..., :3]).contiguous()
     position = torch.tensor(5, dtype=torch.int64)
     args = (spec, position, *cues, *core.initial_state())
@@ -130,7 +114,7 @@ def export_streaming_onnx(
     axes = {"spec": {2: "frames"}, "mask": {2: "frames"}} | _cue_axes(cue_names)
     with atomic_path(out_path) as tmp:
         _export(_Step(core), args, tmp, inputs, outputs, axes)
-        _write_meta(tmp, meta | {"enroll_graph": enroll_path(out_path).name})
+        write_metadata(tmp, meta | {"enroll_graph": enroll_path(out_path).name})
     return meta
 
 
