@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from eval_fixtures import SR, tiny_config, tiny_onnx, voice  # noqa: F401
+from eval_fixtures import SR, tiny_ckpt, tiny_config, tiny_onnx, voice  # noqa: F401
 
 import hifi_tse
 from hifi_tse.checkpoints import save_generator_checkpoint
