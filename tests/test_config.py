@@ -262,7 +262,7 @@ def test_set_with_an_old_name_on_the_command_line(capsys):
         ({"train": {"val_seed": 7}}, r"train\.val_seed: removed .*VAL_SEED"),
     ],
 )
-def test_a_retired_key_at_another_value_is_a_one_line_error(data, fragment):
+def test_a_retired_key_at_another_value_is_refused_in_one_line(data, fragment):
     with pytest.raises(ConfigError, match=fragment) as info:
         config_from_dict(data)
     assert "\n" not in str(info.value)
