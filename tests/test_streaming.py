@@ -109,6 +109,8 @@ def test_stream_cli_pipes_pcm_through_the_causal_model(tmp_path, rate, backend) 
         input=pcm.tobytes(), capture_output=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr.decode()[-2000:]
+    # tiny config: 16 ms window, default block half the 8 ms hop
+    assert "latency 20 ms (FFT window 16 ms + block 4 ms)" in done.stderr.decode()
     out = np.frombuffer(done.stdout, dtype="<i2").astype(np.float32) / 32768
     assert abs(out.size - pcm.size) <= 2  # the input's length
     if rate == SR:  # bit for bit the offline model's output, up to the 16-bit rounding

@@ -21,7 +21,6 @@ from typing import BinaryIO
 import numpy as np
 
 PCM_SCALE = 32768.0  # s16le full scale
-BLOCK_MS = 10.0  # read size: one block per 10 ms of input
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ref", type=Path, action="append", required=True, help="enrollment clip")
     p.add_argument("--rate", type=int, required=True, help="sample rate of stdin/stdout, Hz")
-    p.add_argument("--block-ms", type=float, default=BLOCK_MS, help="input block length, ms")
+    p.add_argument(
+        "--block-ms",
+        type=float,
+        default=None,
+        help="input block length, ms (default: half the model's STFT hop); the latency is one "
+        "FFT window plus one block",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast")
@@ -76,10 +81,18 @@ def stream(
 def run(args: argparse.Namespace) -> int:
     from hifi_tse.errors import UserError
 
-    if args.rate <= 0 or args.block_ms <= 0:
+    if args.rate <= 0 or (args.block_ms is not None and args.block_ms <= 0):
         raise UserError("--rate and --block-ms: expected positive values")
     streamer, model_rate = _onnx_streamer(args) if args.onnx else _torch_streamer(args)
-    block = max(1, int(round(args.block_ms * args.rate / 1000.0)))
+    # Frames run once per hop, so blocks shorter than a hop buy latency, not work.
+    block_ms = args.block_ms if args.block_ms is not None else 500.0 * streamer.hop / model_rate
+    block = max(1, int(round(block_ms * args.rate / 1000.0)))
+    window_ms = 1000.0 * streamer.latency_samples / model_rate
+    print(
+        f"hifi-tse stream: {model_rate} Hz model, latency {window_ms + block_ms:.0f} ms "
+        f"(FFT window {window_ms:.0f} ms + block {block_ms:.0f} ms)",
+        file=sys.stderr,
+    )
     stream(streamer, args.rate, model_rate, block, sys.stdin.buffer, sys.stdout.buffer)
     return 0
 
