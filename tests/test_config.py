@@ -135,19 +135,28 @@ def test_retired_keys_load_only_at_their_fixed_value():
     assert not {row[0] for row in schema_rows()} & set(RETIRED_KEYS)
 
 
-def test_a_checkpoint_written_with_retired_keys_still_loads():
-    """The shipped demo model was saved when the retired keys were still in the schema."""
+def test_a_checkpoint_written_with_retired_keys_still_loads(tmp_path):
+    """A checkpoint saved when the retired keys and the old section names were in the schema
+    (stage 8's config as it was written) loads."""
     import torch
+    import yaml
 
+    from hifi_tse.checkpoints import save_generator_checkpoint
     from hifi_tse.config import RETIRED_KEYS
     from hifi_tse.infer.loading import load_generator
+    from hifi_tse.models.generator import build_generator
 
-    shipped = CONFIGS.parent / "models" / "demo_model.pt"
-    ckpt = torch.load(shipped, map_location="cpu", weights_only=True)
-    stored = {f"{s}.{k}" for s, keys in ckpt["config"].items() for k in keys}
-    assert stored & set(RETIRED_KEYS)
-    model, cfg = load_generator(shipped)
+    old = yaml.safe_load(OLD_STAGE8.read_text())
+    stored = {f"{s}.{k}" for s, keys in old.items() for k in keys}
+    assert stored & set(RETIRED_KEYS) and {"loss_weights", "data"} <= set(old)
+    path = tmp_path / "old.pt"
+    save_generator_checkpoint(path, build_generator(config_from_dict(old)), config_from_dict(old))
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt["config"] = old  # the dict as the old code wrote it
+    torch.save(ckpt, path)
+    model, cfg = load_generator(path)
     assert cfg.audio.sample_rate == 16000 and model.film is not None
+    assert cfg.objective.ta_target_db == old["loss_weights"]["ta_target_db"]
 
 
 def test_schema_marks_the_architecture_keys():
@@ -206,20 +215,19 @@ def test_recipes_are_written_in_the_current_layout():
         assert set(yaml.safe_load(text)) == set(Config().to_dict()), path
 
 
-def test_stage9_recipe_is_the_shipped_model_config():
-    import dataclasses
-
+@pytest.mark.parametrize(
+    "model, recipe",
+    [("demo_model.pt", "demo_model_stage10"), ("demo_causal_model.pt", "demo_causal_model_stage1")],
+)
+def test_the_shipped_models_configs_are_their_recipes(model, recipe):
     import torch
 
     from hifi_tse.config import BUILTIN_CONFIG_DIR
 
-    shipped = CONFIGS.parent / "models" / "demo_model.pt"
+    shipped = CONFIGS.parent / "models" / model
     stored = torch.load(shipped, map_location="cpu", weights_only=True)["config"]
-    assert {"loss_weights", "data"} <= set(stored)  # written before the sections were renamed
-    cfg = config_from_dict(stored)
-    # the recipe keeps train.bf16 off: the stage trained in fp32 on a CPU (its header says so)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, bf16=False))
-    assert cfg == load_config(BUILTIN_CONFIG_DIR / "recipes" / "demo_model_stage9.yaml")
+    recipe_cfg = load_config(BUILTIN_CONFIG_DIR / "recipes" / f"{recipe}.yaml")
+    assert config_from_dict(stored) == recipe_cfg
 
 
 @pytest.mark.parametrize(

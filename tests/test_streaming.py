@@ -199,3 +199,26 @@ def test_onnx_streamer_refuses_an_offline_export(tiny_onnx) -> None:  # noqa: F8
 
     with pytest.raises(UserError, match="not a hifi-tse ONNX export of format .*streaming"):
         OnnxStreamer(tiny_onnx)
+
+
+def test_the_shipped_causal_model_streams_as_it_extracts_offline() -> None:
+    """models/demo_causal_model.pt: causal with a one-second attention window, 40 ms of
+    latency with its default blocks, and its stream equals its offline output."""
+    from hifi_tse.demo import ASSETS
+
+    ex = hifi_tse.Extractor.from_checkpoint(ASSETS / "demo_causal_model.pt", threads=1)
+    model = ex.model
+    assert model.backbone.stages[0].block.attn.causal
+    assert model.backbone.stages[0].block.attn.window == 16000 // model.stft.hop_length
+    rng = np.random.default_rng(6)
+    mix = (voice(rng, 130.0, 1.5, 16000) + voice(rng, 210.0, 1.5, 16000)).astype(np.float32)
+    ref = voice(rng, 130.0, 2.0, 16000)
+    stream = StreamingExtractor(ex, ex.enroll(ref, 16000))
+    block = stream.hop // 2
+    assert 1000 * (stream.latency_samples + block) / 16000 == 40.0
+    got = np.concatenate(
+        [stream.process(mix[i : i + block]) for i in range(0, mix.size, block)] + [stream.flush()]
+    )
+    with torch.inference_mode():
+        offline = model(torch.from_numpy(mix)[None], torch.from_numpy(ref)[None])[0].numpy()
+    assert np.abs(got - offline).max() <= 1e-4
