@@ -156,5 +156,9 @@ def test_extract_pairs_batches_each_mixture_with_its_own_enrollment(tiny_ckpt, c
         for g, w in zip(got, want):
             assert np.abs(g - w).max() < 1e-5
         assert np.abs(got[0] - got[1]).max() > 1e-3  # the enrollments do differ per pair
+        one_by_one = ex.extract_pairs(mixes, refs, 24000, batch_size=1)
+        assert all(np.abs(a - b).max() < 1e-5 for a, b in zip(one_by_one, got))
     with pytest.raises(hifi_tse.ExtractionError, match="2 mixtures but 1 enrollments"):
         ex.extract_pairs(mixes[:2], refs[:1], 24000)
+    with pytest.raises(hifi_tse.ExtractionError, match="batch_size must be >= 1, got 0"):
+        ex.extract_pairs(mixes, refs, 24000, batch_size=0)

@@ -44,6 +44,7 @@ VAD = VadSettings(
     min_active_seconds=1.0,
     min_active_fraction=0.3,
 )
+PAIRS_BATCH = 4  # extract_pairs: mixtures per model call, unless the caller says
 MAX_CHANNELS = 64  # a 2-D array's shorter axis above this is not a channel axis
 SAMPLE_RATE_RANGE = (1000, 768000)  # accepted input rates, Hz
 
@@ -324,12 +325,18 @@ class Extractor:
         return self._at_rate(est, rate, x.size)
 
     def extract_pairs(
-        self, mixtures: Sequence[Any], references: Sequence[Any], sample_rate: int
+        self,
+        mixtures: Sequence[Any],
+        references: Sequence[Any],
+        sample_rate: int,
+        batch_size: int = PAIRS_BATCH,
     ) -> list[np.ndarray]:
         """Each mixture with its own enrollment clip (an evaluation set): estimates ``(L,)``
-        float32 at ``sample_rate``, in order. Neighbours of equal lengths run as one batch;
-        mixtures longer than one chunk are chunked. No enrollment checks or warnings: the
-        clips are data, not a user's enrollment."""
+        float32 at ``sample_rate``, in order. Up to ``batch_size`` neighbours of equal
+        lengths run as one batch; mixtures longer than one chunk are chunked. No enrollment
+        checks or warnings: the clips are data, not a user's enrollment."""
+        if batch_size < 1:
+            raise ExtractionError(f"extract_pairs: batch_size must be >= 1, got {batch_size}")
         if len(mixtures) != len(references):
             raise ExtractionError(
                 f"extract_pairs: {len(mixtures)} mixtures but {len(references)} enrollments"
@@ -346,7 +353,7 @@ class Extractor:
         while start < len(mixes):
             stop = start + 1
             while (
-                stop < len(mixes)
+                stop < min(len(mixes), start + batch_size)
                 and mixes[stop].size == mixes[start].size
                 and refs[stop].size == refs[start].size
             ):

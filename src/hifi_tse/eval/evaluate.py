@@ -146,8 +146,8 @@ def wrong_reference_pairs(items: Sequence[dict[str, Any]]) -> dict[int, int]:
 def _forward(
     extractor: Extractor, mixes: list[np.ndarray], refs: list[np.ndarray]
 ) -> list[np.ndarray]:
-    """Estimates of mixtures, each with its own enrollment, at the model rate."""
-    return extractor.extract_pairs(mixes, refs, extractor.sample_rate)
+    """Estimates of one batch of mixtures, each with its own enrollment, at the model rate."""
+    return extractor.extract_pairs(mixes, refs, extractor.sample_rate, batch_size=len(mixes))
 
 
 def _stream_batches(
