@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -158,6 +159,18 @@ def test_extract_pairs_batches_each_mixture_with_its_own_enrollment(tiny_ckpt, c
         assert np.abs(got[0] - got[1]).max() > 1e-3  # the enrollments do differ per pair
         one_by_one = ex.extract_pairs(mixes, refs, 24000, batch_size=1)
         assert all(np.abs(a - b).max() < 1e-5 for a, b in zip(one_by_one, got))
+    # batch_size caps the rows of each model call: six equal-length pairs run as 4 + 2, or 6 x 1
+    rows: list[int] = []
+    inner = ex._backend.pairs_fn
+
+    def counted(m: np.ndarray, r: np.ndarray) -> np.ndarray:
+        rows.append(len(m))
+        return inner(m, r)
+
+    ex._backend = dataclasses.replace(ex._backend, pairs_fn=counted)
+    ex.extract_pairs([mix] * 6, [ref] * 6, 24000)
+    ex.extract_pairs([mix] * 6, [ref] * 6, 24000, batch_size=1)
+    assert rows == [4, 2] + [1] * 6
     with pytest.raises(hifi_tse.ExtractionError, match="2 mixtures but 1 enrollments"):
         ex.extract_pairs(mixes[:2], refs[:1], 24000)
     with pytest.raises(hifi_tse.ExtractionError, match="batch_size must be >= 1, got 0"):

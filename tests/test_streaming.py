@@ -10,6 +10,7 @@ from eval_fixtures import SR, tiny_ckpt, tiny_config, tiny_onnx, voice  # noqa: 
 import hifi_tse
 from hifi_tse.checkpoints import save_generator_checkpoint
 from hifi_tse.errors import UserError
+from hifi_tse.infer.frame_stream import DEFAULT_BLOCK_HOPS
 from hifi_tse.infer.streaming import StreamingExtractor
 from hifi_tse.models.generator import build_generator
 
@@ -214,7 +215,7 @@ def test_the_shipped_causal_model_streams_as_it_extracts_offline() -> None:
     mix = (voice(rng, 130.0, 1.5, 16000) + voice(rng, 210.0, 1.5, 16000)).astype(np.float32)
     ref = voice(rng, 130.0, 2.0, 16000)
     stream = StreamingExtractor(ex, ex.enroll(ref, 16000))
-    block = stream.hop // 2
+    block = int(stream.hop * DEFAULT_BLOCK_HOPS)  # the stream CLI's default
     assert 1000 * (stream.latency_samples + block) / 16000 == 40.0
     got = np.concatenate(
         [stream.process(mix[i : i + block]) for i in range(0, mix.size, block)] + [stream.flush()]

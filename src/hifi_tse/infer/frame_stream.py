@@ -18,6 +18,9 @@ import numpy as np
 
 # Overlap-add envelope below this counts as empty (torch.istft's NOLA tolerance).
 NOLA_TOLERANCE = 1e-11
+# A stream's default block, in hops: frames run once per hop, so a shorter block buys
+# latency (the output of a frame leaves once its block is in), not work.
+DEFAULT_BLOCK_HOPS = 0.5
 
 MaskFn = Callable[[np.ndarray], np.ndarray]
 """``spec (F, Tn) complex64`` of new frames -> complex mask ``(F, Tn)``, in frame order."""

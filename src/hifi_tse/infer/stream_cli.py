@@ -84,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if args.rate <= 0 or (args.block_ms is not None and args.block_ms <= 0):
         raise UserError("--rate and --block-ms: expected positive values")
     streamer, model_rate = _onnx_streamer(args) if args.onnx else _torch_streamer(args)
-    # Frames run once per hop, so blocks shorter than a hop buy latency, not work.
-    block_ms = args.block_ms if args.block_ms is not None else 500.0 * streamer.hop / model_rate
+    from hifi_tse.infer.frame_stream import DEFAULT_BLOCK_HOPS
+
+    default_ms = 1000.0 * DEFAULT_BLOCK_HOPS * streamer.hop / model_rate
+    block_ms = args.block_ms if args.block_ms is not None else default_ms
     block = max(1, int(round(block_ms * args.rate / 1000.0)))
     window_ms = 1000.0 * streamer.latency_samples / model_rate
     print(
