@@ -160,7 +160,8 @@ def test_voice_variants_are_training_speakers_that_keep_one_transform(tmp_path: 
             assert f0_median(y, SR) / f0_median(x, SR) == pytest.approx(ratio, rel=0.06)
 
 
-def test_voices_filter_mixes_one_kind_of_speaker(tmp_path: Path) -> None:
+def prepare_real_and_synthetic(tmp_path: Path) -> Path:
+    """Packs of 6 real speakers (a game-like tree) and 3 synthetic ones, in ``tmp_path/out``."""
     game = make_game_tree(tmp_path / "game", utts=3)
     synth = tmp_path / "synth"
     for s in range(3):
@@ -169,6 +170,11 @@ def test_voices_filter_mixes_one_kind_of_speaker(tmp_path: Path) -> None:
     run_prepare([SpeechSource(game, "pattern", FILLETS_LIKE, name="game"),
                  SpeechSource(synth, "folder", voices="synthetic")],
                 tmp_path / "out")  # fmt: skip
+    return tmp_path / "out"
+
+
+def test_voices_filter_mixes_one_kind_of_speaker(tmp_path: Path) -> None:
+    prepare_real_and_synthetic(tmp_path)
     report = load_report(tmp_path / "out")
     assert {s["name"]: s["voices"] for s in report["sources"]} == {
         "game": "real",
@@ -191,6 +197,38 @@ def test_voices_filter_mixes_one_kind_of_speaker(tmp_path: Path) -> None:
         meta = fixed.example(i).meta
         assert meta["target_speaker"].startswith("game/")
         assert all(s.startswith("game/") for s in meta["interferer_speakers"])
+
+
+def test_synthetic_share_weights_training_talkers_only(tmp_path: Path) -> None:
+    from hifi_tse.data.datasets import FixedExampleSet
+    from hifi_tse.data.mixer import mix_example
+
+    out = prepare_real_and_synthetic(tmp_path)  # 3 of 9 speakers are synthetic
+    sources = Sources(out, "train", SR)
+
+    def synthetic_targets(share: float, n: int = 600) -> float:
+        cfg = Config()
+        cfg.audio.sample_rate, cfg.audio.segment_seconds, cfg.audio.ref_seconds = SR, 0.5, 0.5
+        cfg.mixing.synthetic_share, cfg.mixing.num_interferers = share, [1, 1]
+        rng = np.random.default_rng(0)
+        examples = [mix_example(cfg, sources, rng, phase=1, step=None) for _ in range(n)]
+        return np.mean([e.meta["target_speaker"].startswith("synth/") for e in examples])
+
+    # the standard error of a share over 600 draws is under 0.02
+    assert synthetic_targets(0.0) == pytest.approx(3 / 9, abs=0.06)
+    assert synthetic_targets(0.8) == pytest.approx(0.8, abs=0.06)
+    assert synthetic_targets(0.2) == pytest.approx(0.2, abs=0.06)
+    # one kind of voice in the split: nothing to weight
+    assert Sources(out, "train", SR, voices="real").speaker_probabilities(0.8) is None
+
+    # fixed validation / test sets keep every speaker equally likely: the same examples
+    cfg = Config()
+    cfg.audio.sample_rate, cfg.audio.segment_seconds, cfg.audio.ref_seconds = SR, 1.0, 1.0
+    plain = FixedExampleSet(out, cfg, split="train", seed=1, n=8)
+    cfg.mixing.synthetic_share = 0.9
+    weighted = FixedExampleSet(out, cfg, split="train", seed=1, n=8)
+    for i in range(8):
+        np.testing.assert_array_equal(plain.example(i).mix, weighted.example(i).mix)
 
 
 def test_single_talker_spans_drop_overlaps() -> None:

@@ -165,6 +165,13 @@ class MixingConfig:
         doc="training only: resample each talker by a random speed factor, shared by the "
         "target and its enrollment (each factor acts as a new voice)",
     )
+    synthetic_share: float = _f(
+        0.0,
+        lo=0.0,
+        hi=1.0,
+        doc="training only, corpora with real and synthetic voices: P(a talker is a "
+        "synthetic voice); 0 = every speaker equally likely",
+    )
     num_interferers: list[int] = _f([1, 3], doc="interfering talkers, inclusive range")
     snr_db: list[float] = _f([-5.0, 15.0], doc="speech-to-noise ratio range, dB")
     sir_db: list[float] = _f([-5.0, 5.0], doc="target-to-each-interferer ratio range, dB")

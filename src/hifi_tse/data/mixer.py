@@ -8,6 +8,8 @@ constants below):
 1. Target speaker and two different utterances of theirs (one for the mixture, one for the
    enrollment). TA (target absent) with probability ``ta_ratio`` in phase >= 2, never in
    phase 1.
+   Speakers are equally likely, or in training, with ``synthetic_share`` > 0, drawn so that
+   a talker is a synthetic voice with that probability (when the split has both kinds).
 2. Each talker (target and 1-3 interferers from other distinct speakers) is rendered alike:
    a random crop of ``segment + RIR length`` samples (before speed perturbation, only that
    slice is read from HDF5), speed perturbation (training only; one factor per talker,
@@ -110,10 +112,13 @@ class Sources:
         report = load_report(self.packs_dir)
         if voices is not None and voices not in VOICE_KINDS:
             raise UserError(f"voices: expected one of {', '.join(VOICE_KINDS)}, got {voices!r}")
-        kept_sources = {
-            s["name"]
+        kind_of_source = {
+            s["name"]: s.get("voices", "real")
             for s in report.get("sources", [])
-            if s.get("kind") == "speech" and (voices is None or s.get("voices", "real") == voices)
+            if s.get("kind") == "speech"
+        }
+        kept_sources = {
+            name for name, kind in kind_of_source.items() if voices is None or kind == voices
         }
         if int(report["sample_rate"]) != sample_rate:
             raise UserError(
@@ -136,6 +141,10 @@ class Sources:
                 self.rirs.append(Clip("", uid, r["pack"], r["key"], r["num_samples"]))
         self.speakers: list[str] = sorted(s for s, u in by_speaker.items() if len(u) >= 2)
         self.utterances: list[list[Clip]] = [by_speaker[s] for s in self.speakers]
+        # "real" or "synthetic" per speaker (untagged sources count as real recordings)
+        self.speaker_kinds: list[str] = [
+            kind_of_source.get(s.split("/", 1)[0], "real") for s in self.speakers
+        ]
         if len(self.speakers) < 2:
             which = f"{voices} " if voices else ""
             raise UserError(
@@ -143,6 +152,21 @@ class Sources:
                 f"with 2+ utterances; mixing needs at least 2 (use more speakers or other ratios)"
             )
         self.reader = PackReader(self.packs_dir)
+
+    def speaker_probabilities(self, synthetic_share: float) -> np.ndarray | None:
+        """P(drawing each speaker) so that a draw is a synthetic voice with probability
+        ``synthetic_share`` (uniform within each kind); None (every speaker equally likely)
+        when the share is 0 or the split holds only one kind of voice."""
+        is_synthetic = np.array([k == "synthetic" for k in self.speaker_kinds])
+        n_synthetic = int(is_synthetic.sum())
+        if synthetic_share <= 0.0 or n_synthetic in (0, len(self.speakers)):
+            return None
+        real_share = 1.0 - synthetic_share
+        return np.where(
+            is_synthetic,
+            synthetic_share / n_synthetic,
+            real_share / (len(self.speakers) - n_synthetic),
+        )
 
 
 def _read_crop(sources: Sources, clip: Clip, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -248,6 +272,7 @@ def _draw_scene(
     phase: int,
     step: int | None,
     target_present: bool | None,
+    augment: bool,
 ) -> _Scene:
     d = cfg.mixing
     difficulty = 1.0 if step is None else difficulty_at(step, d)
@@ -264,7 +289,11 @@ def _draw_scene(
     if not target_present:
         n_int = max(n_int, 1)  # a TA mixture still has someone talking
     n_int = min(n_int, len(sources.speakers) - 1)
-    speakers = rng.choice(len(sources.speakers), size=1 + n_int, replace=False)
+    weights = sources.speaker_probabilities(d.synthetic_share) if augment else None
+    if weights is None:
+        speakers = rng.choice(len(sources.speakers), size=1 + n_int, replace=False)
+    else:
+        speakers = rng.choice(len(sources.speakers), size=1 + n_int, replace=False, p=weights)
     i_tgt, i_ref = rng.choice(len(sources.utterances[int(speakers[0])]), size=2, replace=False)
     return _Scene(target_present, n_int, speakers, int(i_tgt), int(i_ref), difficulty, p_noisy_ref)
 
@@ -454,8 +483,9 @@ def mix_example(
         target_present: force TP (True) or TA (False) instead of drawing it; TA is refused
             in phase 1.
         keep_components: also return ``speech`` / ``noise`` / ``interferers`` parts.
-        augment: apply the training-only augmentation (speed perturbation); False for
-            fixed validation / test sets, which hold the corpus's voices as recorded.
+        augment: apply the training-only recipe (speed perturbation and the
+            ``synthetic_share`` speaker weighting); False for fixed validation / test sets,
+            which hold the corpus's voices as recorded and every speaker equally often.
 
     Returns:
         Example with ``mix`` and ``target`` of ``segment_seconds`` and ``ref`` of
@@ -464,7 +494,7 @@ def mix_example(
     sr = cfg.audio.sample_rate
     length = int(round(cfg.audio.segment_seconds * sr))
     floor = db_to_power(MIN_RMS_DB)
-    scene = _draw_scene(cfg, sources, rng, phase, step, target_present)
+    scene = _draw_scene(cfg, sources, rng, phase, step, target_present, augment)
     talkers = _render_talkers(cfg, sources, scene, rng, length, augment)
     sirs = _set_interferer_levels(cfg, talkers, scene.target_present, rng, floor)
     target, interferers = talkers.target, talkers.interferers
