@@ -220,6 +220,12 @@ def test_synthetic_share_weights_training_talkers_only(tmp_path: Path) -> None:
     assert synthetic_targets(0.2) == pytest.approx(0.2, abs=0.06)
     # one kind of voice in the split: nothing to weight
     assert Sources(out, "train", SR, voices="real").speaker_probabilities(0.8) is None
+    # only synthetic talkers asked for, but 3 of them for a mixture of 4: a one-line error
+    cfg = Config()
+    cfg.audio.sample_rate, cfg.audio.segment_seconds, cfg.audio.ref_seconds = SR, 0.5, 0.5
+    cfg.mixing.synthetic_share, cfg.mixing.num_interferers = 1.0, [3, 3]
+    with pytest.raises(UserError, match=r"synthetic_share=1.0: train holds 3 speaker"):
+        mix_example(cfg, sources, np.random.default_rng(0), phase=1, step=None)
 
     # fixed validation / test sets keep every speaker equally likely: the same examples
     cfg = Config()

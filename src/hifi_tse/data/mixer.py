@@ -141,10 +141,10 @@ class Sources:
                 self.rirs.append(Clip("", uid, r["pack"], r["key"], r["num_samples"]))
         self.speakers: list[str] = sorted(s for s, u in by_speaker.items() if len(u) >= 2)
         self.utterances: list[list[Clip]] = [by_speaker[s] for s in self.speakers]
-        # "real" or "synthetic" per speaker (untagged sources count as real recordings)
-        self.speaker_kinds: list[str] = [
-            kind_of_source.get(s.split("/", 1)[0], "real") for s in self.speakers
-        ]
+        # (S,) bool: which speakers are synthetic voices (untagged sources count as real)
+        self.is_synthetic = np.array(
+            [kind_of_source.get(s.split("/", 1)[0]) == "synthetic" for s in self.speakers]
+        )
         if len(self.speakers) < 2:
             which = f"{voices} " if voices else ""
             raise UserError(
@@ -157,13 +157,12 @@ class Sources:
         """P(drawing each speaker) so that a draw is a synthetic voice with probability
         ``synthetic_share`` (uniform within each kind); None (every speaker equally likely)
         when the share is 0 or the split holds only one kind of voice."""
-        is_synthetic = np.array([k == "synthetic" for k in self.speaker_kinds])
-        n_synthetic = int(is_synthetic.sum())
+        n_synthetic = int(self.is_synthetic.sum())
         if synthetic_share <= 0.0 or n_synthetic in (0, len(self.speakers)):
             return None
         real_share = 1.0 - synthetic_share
         return np.where(
-            is_synthetic,
+            self.is_synthetic,
             synthetic_share / n_synthetic,
             real_share / (len(self.speakers) - n_synthetic),
         )
@@ -293,6 +292,12 @@ def _draw_scene(
     if weights is None:
         speakers = rng.choice(len(sources.speakers), size=1 + n_int, replace=False)
     else:
+        if np.count_nonzero(weights) < 1 + n_int:
+            raise UserError(
+                f"mixing.synthetic_share={d.synthetic_share}: {sources.split} holds "
+                f"{np.count_nonzero(weights)} speaker(s) of the kind it asks for, a mixture "
+                f"needs {1 + n_int}"
+            )
         speakers = rng.choice(len(sources.speakers), size=1 + n_int, replace=False, p=weights)
     i_tgt, i_ref = rng.choice(len(sources.utterances[int(speakers[0])]), size=2, replace=False)
     return _Scene(target_present, n_int, speakers, int(i_tgt), int(i_ref), difficulty, p_noisy_ref)
