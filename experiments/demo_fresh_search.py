@@ -9,6 +9,13 @@ by what it learns in the demo's step budget. Writes ``runs/demo_fresh_search/sum
 
     python experiments/demo_fresh_search.py --variants base ta_w0.3
 
+Equal wall clock, as ``hifi-tse demo`` trains (its time-budgeted schedule), scored on the real
+and the synthetic test voices apart: ``--minutes``, e.g. the mixed-corpus pairs of
+docs/benchmarks.md (one thread each, two at a time):
+
+    python experiments/demo_fresh_search.py --out runs/mixed --minutes 15 --parallel 2 \
+        --variants mixed_base mixed_ge2e
+
 Equal CPU time instead of equal steps: ``--steps`` for the base schedule and ``--speedup
 NAME=X`` (a variant's measured step-time ratio) to train NAME for X times as many steps, e.g.
 the batch-size search in docs/benchmarks.md:
@@ -183,13 +190,22 @@ VARIANTS: dict[str, list[str]] = {
     "shape_ta_w0.3_seed3": ["objective.ta_weight=0.3", *SEEDS[3]],
     "shape_ta_w0.3_p1q": ["objective.ta_weight=0.3"],
     "shape_ta_w0.3_p1q_seed1": ["objective.ta_weight=0.3", *SEEDS[1]],
+    # the mixed corpus (real and espeak voices, 2026-12-02), run with --minutes 15: every
+    # speaker alike (demo.yaml before), the frozen GE2E embedding, espeak voices drawn more
+    # often, and with the share at 0.5 an earlier phase 2 or a heavier TA weight
+    "mixed_base": ["mixing.synthetic_share=0"],
+    "mixed_ge2e": ["mixing.synthetic_share=0", "model.speaker_embedding=ge2e"],
+    "mixed_share0.5": ["mixing.synthetic_share=0.5"],
+    "mixed_share0.65": ["mixing.synthetic_share=0.65"],
+    "mixed_share0.5_p035": ["mixing.synthetic_share=0.5"],
+    "mixed_share0.5_ta_w0.5": ["mixing.synthetic_share=0.5", "objective.ta_weight=0.5"],
 }
 
 # demo.yaml's target-absent weight went from 0.1 to 0.3 on 2026-12-01 (late, the `shape_`
 # variants); every variant measured before keeps the 0.1 it ran with (its own setting, if
 # any, comes later and wins).
 for _name in VARIANTS:
-    if not _name.startswith("shape_"):
+    if not _name.startswith(("shape_", "mixed_")):
         VARIANTS[_name] = ["objective.ta_weight=0.1", *VARIANTS[_name]]
 
 # Variants whose phase 2 starts elsewhere than PHASE1_FRACTION of the run (`hifi-tse demo
@@ -197,15 +213,23 @@ for _name in VARIANTS:
 PHASE1_FRACTIONS: dict[str, float] = {
     "shape_ta_w0.3_p1q": 0.25,
     "shape_ta_w0.3_p1q_seed1": 0.25,
+    "mixed_share0.5_p035": 0.35,
 }
 
 
 def train_command(name: str, args: argparse.Namespace) -> list[str]:
-    from hifi_tse.demo import budget_overrides
+    from hifi_tse.demo import NOMINAL_STEPS, budget_overrides
 
-    steps = round(args.steps * args.speedup.get(name, 1.0))
     phase1_fraction = PHASE1_FRACTIONS.get(name, PHASE1_FRACTION)
-    overrides = [*budget_overrides(steps, phase1_fraction), *VARIANTS[name]]
+    if args.minutes:  # hifi-tse demo's time-budgeted schedule
+        schedule = [
+            *budget_overrides(NOMINAL_STEPS, phase1_fraction),
+            f"train.budget_minutes={args.minutes}",
+        ]
+    else:
+        steps = round(args.steps * args.speedup.get(name, 1.0))
+        schedule = budget_overrides(steps, phase1_fraction)
+    overrides = [*schedule, *VARIANTS[name]]
     sets = [x for o in overrides for x in ("--set", o)]
     return [
         sys.executable,
@@ -226,7 +250,7 @@ def train_command(name: str, args: argparse.Namespace) -> list[str]:
 
 
 def run(name: str, args: argparse.Namespace) -> None:
-    from hifi_tse.demo import evaluate
+    from hifi_tse.demo import evaluate, test_voice_kinds
 
     run_dir = args.out / name
     if not (run_dir / "checkpoint_final.pt").is_file() or args.rerun:
@@ -238,35 +262,37 @@ def run(name: str, args: argparse.Namespace) -> None:
         if code != 0:
             print(f"{name}: training exited {code}; see {args.out / name}.log")
             return
-    evaluate(run_dir / "checkpoint_best.pt", args.corpus, run_dir / "eval_test", 120)
+    for kind in test_voice_kinds(args.corpus):
+        evaluate(run_dir / "checkpoint_best.pt", args.corpus, run_dir / f"eval_{kind}", 120, kind)
 
 
 def summarise(names: list[str], args: argparse.Namespace) -> str:
-    from hifi_tse.demo import headline
+    from hifi_tse.demo import headline, test_voice_kinds
     from hifi_tse.train.curves import read_metrics, split_records
 
     lines = [
-        "| variant | overrides | s/step | val SI-SDRi by step (dB) | test SI-SDRi | "
-        "TA suppression | rms_ratio | wrong-ref drop |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | overrides | s/step | val SI-SDRi by step (dB) | test voices | test SI-SDRi "
+        "| TA suppression | rms_ratio | wrong-ref drop |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
         run_dir = args.out / name
-        metrics_file = run_dir / "eval_test" / "metrics.json"
-        if not metrics_file.is_file():
-            continue
-        train, val = split_records(read_metrics(run_dir))
-        step_time = statistics.median(r["step_time"] for r in train)
-        curve = ", ".join(f"{r['step']}: {r['tp_si_sdri']:.2f}" for r in val)
-        h = headline(json.loads(metrics_file.read_text()))
-        overrides = list(VARIANTS[name])
-        if name in PHASE1_FRACTIONS:
-            overrides.append(f"(phase 2 from {PHASE1_FRACTIONS[name]:g} of the run)")
-        lines.append(
-            f"| {name} | `{' '.join(overrides) or '(demo defaults)'}` | {step_time:.2f} | "
-            f"{curve} | {h['tp_si_sdri_db']:.2f} | {h['ta_suppression_db']:.2f} | "
-            f"{h['rms_ratio']:.3f} | {h['wrong_ref_drop_db']:.2f} |"
-        )
+        for kind in test_voice_kinds(args.corpus):
+            metrics_file = run_dir / f"eval_{kind}" / "metrics.json"
+            if not metrics_file.is_file():
+                continue
+            train, val = split_records(read_metrics(run_dir))
+            step_time = statistics.median(r["step_time"] for r in train)
+            curve = ", ".join(f"{r['step']}: {r['tp_si_sdri']:.2f}" for r in val)
+            h = headline(json.loads(metrics_file.read_text()))
+            overrides = list(VARIANTS[name])
+            if name in PHASE1_FRACTIONS:
+                overrides.append(f"(phase 2 from {PHASE1_FRACTIONS[name]:g} of the run)")
+            lines.append(
+                f"| {name} | `{' '.join(overrides) or '(demo defaults)'}` | {step_time:.2f} | "
+                f"{curve} | {kind} | {h['tp_si_sdri_db']:.2f} | {h['ta_suppression_db']:.2f} | "
+                f"{h['rms_ratio']:.3f} | {h['wrong_ref_drop_db']:.2f} |"
+            )
     text = "\n".join(lines) + "\n"
     (args.out / "summary.md").write_text(text)
     return text
@@ -288,6 +314,13 @@ def main() -> None:
         metavar="NAME=X",
         help="train NAME for X times --steps (its measured speed-up per step, so that every "
         "variant gets the same CPU time)",
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=0.0,
+        help="train each variant for this wall clock with hifi-tse demo's time-budgeted "
+        "schedule instead of --steps (equal time for variants of any speed)",
     )
     p.add_argument("--parallel", type=int, default=1, help="variants trained at once")
     args = p.parse_args()

@@ -160,6 +160,13 @@ def test_voice_variants_are_training_speakers_that_keep_one_transform(tmp_path: 
             assert f0_median(y, SR) / f0_median(x, SR) == pytest.approx(ratio, rel=0.06)
 
 
+def mixing_config(seconds: float) -> Config:
+    """Defaults at the test rate, with mixtures and enrollments of ``seconds``."""
+    cfg = Config()
+    cfg.audio.sample_rate, cfg.audio.segment_seconds, cfg.audio.ref_seconds = SR, seconds, seconds
+    return cfg
+
+
 def prepare_real_and_synthetic(tmp_path: Path) -> Path:
     """Packs of 6 real speakers (a game-like tree) and 3 synthetic ones, in ``tmp_path/out``."""
     game = make_game_tree(tmp_path / "game", utts=3)
@@ -190,8 +197,7 @@ def test_voices_filter_mixes_one_kind_of_speaker(tmp_path: Path) -> None:
         Sources(tmp_path / "out", "train", SR, voices="robot")
     from hifi_tse.data.datasets import FixedExampleSet
 
-    cfg = Config()
-    cfg.audio.sample_rate, cfg.audio.segment_seconds, cfg.audio.ref_seconds = SR, 1.0, 1.0
+    cfg = mixing_config(1.0)
     fixed = FixedExampleSet(tmp_path / "out", cfg, split="train", seed=1, n=12, voices="real")
     for i in range(len(fixed)):
         meta = fixed.example(i).meta
@@ -207,8 +213,7 @@ def test_synthetic_share_weights_training_talkers_only(tmp_path: Path) -> None:
     sources = Sources(out, "train", SR)
 
     def synthetic_targets(share: float, n: int = 600) -> float:
-        cfg = Config()
-        cfg.audio.sample_rate, cfg.audio.segment_seconds, cfg.audio.ref_seconds = SR, 0.5, 0.5
+        cfg = mixing_config(0.5)
         cfg.mixing.synthetic_share, cfg.mixing.num_interferers = share, [1, 1]
         rng = np.random.default_rng(0)
         examples = [mix_example(cfg, sources, rng, phase=1, step=None) for _ in range(n)]
@@ -221,15 +226,13 @@ def test_synthetic_share_weights_training_talkers_only(tmp_path: Path) -> None:
     # one kind of voice in the split: nothing to weight
     assert Sources(out, "train", SR, voices="real").speaker_probabilities(0.8) is None
     # only synthetic talkers asked for, but 3 of them for a mixture of 4: a one-line error
-    cfg = Config()
-    cfg.audio.sample_rate, cfg.audio.segment_seconds, cfg.audio.ref_seconds = SR, 0.5, 0.5
+    cfg = mixing_config(0.5)
     cfg.mixing.synthetic_share, cfg.mixing.num_interferers = 1.0, [3, 3]
     with pytest.raises(UserError, match=r"synthetic_share=1.0: train holds 3 speaker"):
         mix_example(cfg, sources, np.random.default_rng(0), phase=1, step=None)
 
     # fixed validation / test sets keep every speaker equally likely: the same examples
-    cfg = Config()
-    cfg.audio.sample_rate, cfg.audio.segment_seconds, cfg.audio.ref_seconds = SR, 1.0, 1.0
+    cfg = mixing_config(1.0)
     plain = FixedExampleSet(out, cfg, split="train", seed=1, n=8)
     cfg.mixing.synthetic_share = 0.9
     weighted = FixedExampleSet(out, cfg, split="train", seed=1, n=8)
