@@ -25,7 +25,11 @@ constants below):
    voice: pitch and formants move together, so a target perturbed apart from its enrollment
    would no longer match it), cropped to ``ref_seconds`` and peak-normalised; with probability
    ``noisy_ref_prob_at(step)`` it is reverberated and noised at an SNR drawn from ``REF_SNR_DB``.
-6. If the mixture peak exceeds ``CLIP_PEAK``, mixture and target are scaled together so the
+6. Training only, with probability ``channel_prob``: the mixture and every part of it (the
+   target too) go through one random recording chain (data/channel.py), rescaled to the
+   mixture's RMS before it; the enrollment, with the same probability, through a chain of
+   its own, rescaled to its RMS before it.
+7. If the mixture peak exceeds ``CLIP_PEAK``, mixture and target are scaled together so the
    mixture peak is ``PEAK_NORM``.
 
 Easy-to-hard curriculum: at ``difficulty_at(step) == 0`` the interferer count is the low end
@@ -54,6 +58,7 @@ from hifi_tse.audio.signal import (
     speed_perturb,
 )
 from hifi_tse.config import Config
+from hifi_tse.data.channel import apply_chain, draw_chain
 from hifi_tse.data.example import Example
 from hifi_tse.data.store import PackReader, load_manifest, load_report, manifest_path
 from hifi_tse.errors import UserError
@@ -410,10 +415,28 @@ def _render_enrollment(
         ref_snr_db = float(rng.uniform(*REF_SNR_DB))
         ref_noise, ref_noise_id = _noise_segment(sources, ref_length, rng)
         ref, _ = mix_at_snr(ref, ref_noise, ref_snr_db, floor)
-    ref_peak = float(np.max(np.abs(ref)))
-    if ref_peak > CLIP_PEAK:
-        ref = ref * (PEAK_NORM / ref_peak)
-    return _Enrollment(ref, r_info, noisy_ref, ref_snr_db, ref_noise_id)
+    return _Enrollment(_clip_guard(ref), r_info, noisy_ref, ref_snr_db, ref_noise_id)
+
+
+def _clip_guard(x: np.ndarray) -> np.ndarray:
+    """``x`` scaled back to a ``PEAK_NORM`` peak when its peak passes ``CLIP_PEAK``."""
+    peak = float(np.max(np.abs(x)))
+    return x * (PEAK_NORM / peak) if peak > CLIP_PEAK else x
+
+
+def _through_channel(
+    parts: np.ndarray, prob: float, rng: np.random.Generator, sample_rate: int, floor: float
+) -> tuple[np.ndarray, dict[str, object] | None]:
+    """With probability ``prob``, ``parts`` (K, L) (row 0 the signal the others sum to)
+    through one random recording chain, scaled together so row 0 keeps its RMS; returns the
+    parts and the chain's facts (None when none was drawn)."""
+    if rng.random() >= prob:
+        return parts, None
+    chain = draw_chain(rng, sample_rate)
+    filtered = apply_chain(parts, chain, sample_rate)
+    gain = math.sqrt(max(float(np.mean(parts[0] ** 2)), floor))
+    gain /= math.sqrt(max(float(np.mean(filtered[0] ** 2)), floor))
+    return filtered * np.float32(gain), chain.describe()
 
 
 def _meta(
@@ -476,7 +499,8 @@ def mix_example(
 
     The stages run in a fixed order, and their draws from ``rng`` in that order are the
     data contract (pinned by ``tests/test_mixer_golden.py``): the scene, the talkers, the
-    interferer levels, the noise, the enrollment, then the clip guard.
+    interferer levels, the noise, the enrollment, the recording chains (training only), then the
+    clip guard.
 
     Args:
         cfg: full config; ``cfg.audio`` and ``cfg.mixing`` are read.
@@ -488,8 +512,8 @@ def mix_example(
         target_present: force TP (True) or TA (False) instead of drawing it; TA is refused
             in phase 1.
         keep_components: also return ``speech`` / ``noise`` / ``interferers`` parts.
-        augment: apply the training-only recipe (speed perturbation and the
-            ``synthetic_share`` speaker weighting); False for fixed validation / test sets,
+        augment: apply the training-only recipe (speed perturbation, recording chains and
+            the ``synthetic_share`` speaker weighting); False for fixed validation / test sets,
             which hold the corpus's voices as recorded and every speaker equally often.
 
     Returns:
@@ -509,6 +533,16 @@ def mix_example(
     enrollment = _render_enrollment(
         cfg, sources, scene, talkers.target_factor, rng, ref_length, floor
     )
+    channels: dict[str, dict[str, object] | None] = {"mix": None, "ref": None}
+    if augment and cfg.mixing.channel_prob > 0.0:
+        parts = np.stack([mix, target, speech, noise, *interferers])
+        parts, channels["mix"] = _through_channel(parts, cfg.mixing.channel_prob, rng, sr, floor)
+        mix, target, speech, noise = parts[:4]
+        interferers = list(parts[4:])
+        ref, channels["ref"] = _through_channel(
+            enrollment.ref[None], cfg.mixing.channel_prob, rng, sr, floor
+        )
+        enrollment.ref = _clip_guard(ref[0])
     # Clip guard: scale everything in the mixture together so ratios (SNR, SIR) survive.
     gain = 1.0
     peak = float(np.max(np.abs(mix)))
@@ -517,6 +551,7 @@ def mix_example(
         mix, target, speech, noise = mix * gain, target * gain, speech * gain, noise * gain
         interferers = [y * gain for y in interferers]
     meta = _meta(sources, scene, talkers, enrollment, sirs, (snr_db, noise_id), gain, phase, step)
+    meta["channel"] = channels
     components = None
     if keep_components:
         components = {
