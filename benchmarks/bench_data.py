@@ -6,6 +6,8 @@ simulated RIRs) in a temporary folder with ``prepare_corpus``, then measures
 * mixtures per second through ``MixtureDataset[i]`` with the full recipe (4 s segments, 4 s
   enrollment, RIR on every talker, noise, speed perturbation, 1-3 interferers, TA share,
   noisy enrollment at its final probability);
+* the same mixing rate without and with a random recording chain (``mixing.channel_prob``
+  0 and 1), in alternating rounds (first storage only);
 * pack reads: random 4 s crops per second and MB/s, and whole-utterance MB/s;
 * voice variants (pitch/formant shift, ``prepare --voice-variants``) at 16 kHz: seconds of
   compute per second of speech, what precomputing costs per hour of speech, and the mixing
@@ -36,6 +38,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
@@ -103,6 +106,34 @@ def bench_mixing(packs: Path, cfg: Config, n: int) -> dict[str, float]:
         "mean_interferers": n_int / n,
         "ta_share": n_ta / n,
         "noisy_ref_share": n_noisy / n,
+    }
+
+
+CHAIN_ROUNDS = 4  # alternating rounds with and without recording chains
+
+
+def bench_chains(packs: Path, cfg: Config, n: int) -> dict[str, float]:
+    """Mixtures/s without and with a recording chain on every mixture and enrollment
+    (``mixing.channel_prob`` 0 against 1), measured in alternating rounds in one process so
+    the machine's drift falls on both alike; the figure is the median round."""
+    rates: dict[float, list[float]] = {0.0: [], 1.0: []}
+    datasets = {}
+    for prob in rates:
+        cfg_p = copy.deepcopy(cfg)
+        cfg_p.mixing.channel_prob = prob
+        datasets[prob] = MixtureDataset(packs, cfg_p, split="train")
+    start = cfg.train.steps * datasets[0.0].examples_per_step
+    per_round = max(1, n // CHAIN_ROUNDS)
+    for k in range(CHAIN_ROUNDS):
+        for prob, ds in datasets.items():
+            ds[start]  # warm-up: open packs, FFT plans
+            t0 = time.perf_counter()
+            for i in range(per_round):
+                ds[start + 1 + k * per_round + i]
+            rates[prob].append(per_round / (time.perf_counter() - t0))
+    return {
+        "mixtures_per_s_no_chain": float(np.median(rates[0.0])),
+        "mixtures_per_s_chain": float(np.median(rates[1.0])),
     }
 
 
@@ -208,6 +239,8 @@ def bench_storage(
             out["corpus"] = report["splits"]["train"]
             out.update(bench_reads(packs, cfg.audio.segment_seconds, args.crops))
             out.update(bench_mixing(packs, cfg, args.mixtures))
+            if storage == args.storage[0]:
+                out.update(bench_chains(packs, cfg, args.mixtures))
         shutil.rmtree(packs)  # only one storage's packs on disk at a time
     return out
 

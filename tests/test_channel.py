@@ -94,6 +94,10 @@ def channel_examples(packs, prob: float, augment: bool, n: int, **kwargs):
 def test_the_mixer_puts_the_target_through_its_mixtures_chain(tiny_packs) -> None:
     plain = channel_examples(tiny_packs, 0.0, True, 6, target_present=True, keep_components=True)
     chained = channel_examples(tiny_packs, 1.0, True, 6, target_present=True, keep_components=True)
+    bare = channel_examples(tiny_packs, 1.0, True, 6, target_present=True)
+    for ex, full in zip(bare, chained, strict=True):  # parts or not, the same example
+        for name in ("mix", "target", "ref"):
+            np.testing.assert_array_equal(getattr(ex, name), getattr(full, name))
     for before, after in zip(plain, chained, strict=True):
         assert before.meta["channel"] == {"mix": None, "ref": None}
         mix_chain = Chain.from_facts(after.meta["channel"]["mix"])

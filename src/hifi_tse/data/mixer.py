@@ -535,10 +535,14 @@ def mix_example(
     )
     channels: dict[str, dict[str, object] | None] = {"mix": None, "ref": None}
     if augment and cfg.mixing.channel_prob > 0.0:
-        parts = np.stack([mix, target, speech, noise, *interferers])
-        parts, channels["mix"] = _through_channel(parts, cfg.mixing.channel_prob, rng, sr, floor)
-        mix, target, speech, noise = parts[:4]
-        interferers = list(parts[4:])
+        # The parts are filtered only when returned: a chain costs time per row.
+        rows = [mix, target, *([speech, noise, *interferers] if keep_components else [])]
+        parts, channels["mix"] = _through_channel(
+            np.stack(rows), cfg.mixing.channel_prob, rng, sr, floor
+        )
+        mix, target = parts[0], parts[1]
+        if keep_components:
+            speech, noise, interferers = parts[2], parts[3], list(parts[4:])
         ref, channels["ref"] = _through_channel(
             enrollment.ref[None], cfg.mixing.channel_prob, rng, sr, floor
         )
