@@ -199,6 +199,8 @@ VARIANTS: dict[str, list[str]] = {
     "mixed_share0.65": ["mixing.synthetic_share=0.65"],
     "mixed_share0.5_p035": ["mixing.synthetic_share=0.5"],
     "mixed_share0.5_ta_w0.5": ["mixing.synthetic_share=0.5", "objective.ta_weight=0.5"],
+    # demo.yaml with random recording chains on half the training mixtures (2026-12-02, later)
+    "mixed_share0.65_chain0.5": ["mixing.synthetic_share=0.65", "mixing.channel_prob=0.5"],
 }
 
 # demo.yaml's target-absent weight went from 0.1 to 0.3 on 2026-12-01 (late, the `shape_`

@@ -25,10 +25,10 @@ constants below):
    voice: pitch and formants move together, so a target perturbed apart from its enrollment
    would no longer match it), cropped to ``ref_seconds`` and peak-normalised; with probability
    ``noisy_ref_prob_at(step)`` it is reverberated and noised at an SNR drawn from ``REF_SNR_DB``.
-6. Training only, with probability ``channel_prob``: the mixture and every part of it (the
-   target too) go through one random recording chain (data/channel.py), rescaled to the
-   mixture's RMS before it; the enrollment, with the same probability, through a chain of
-   its own, rescaled to its RMS before it.
+6. Training only, with probability ``channel_prob``: the mixture and its target (and the
+   other parts, when they are returned) go through one random recording chain
+   (data/channel.py), rescaled together to the mixture's RMS before it; the enrollment, with
+   the same probability, through a chain of its own, rescaled to its RMS before it.
 7. If the mixture peak exceeds ``CLIP_PEAK``, mixture and target are scaled together so the
    mixture peak is ``PEAK_NORM``.
 
@@ -427,9 +427,9 @@ def _clip_guard(x: np.ndarray) -> np.ndarray:
 def _through_channel(
     parts: np.ndarray, prob: float, rng: np.random.Generator, sample_rate: int, floor: float
 ) -> tuple[np.ndarray, dict[str, object] | None]:
-    """With probability ``prob``, ``parts`` (K, L) (row 0 the signal the others sum to)
-    through one random recording chain, scaled together so row 0 keeps its RMS; returns the
-    parts and the chain's facts (None when none was drawn)."""
+    """With probability ``prob``, ``parts`` (K, L) float32 (row 0 the mixture, or the
+    enrollment alone) through one random recording chain, scaled together so row 0 keeps its
+    RMS; returns the parts and the chain's facts (None when none was drawn)."""
     if rng.random() >= prob:
         return parts, None
     chain = draw_chain(rng, sample_rate)
@@ -437,6 +437,24 @@ def _through_channel(
     gain = math.sqrt(max(float(np.mean(parts[0] ** 2)), floor))
     gain /= math.sqrt(max(float(np.mean(filtered[0] ** 2)), floor))
     return filtered * np.float32(gain), chain.describe()
+
+
+def _recording_chains(
+    cfg: Config,
+    parts: np.ndarray,
+    enrollment: _Enrollment,
+    rng: np.random.Generator,
+    channels: dict[str, dict[str, object] | None],
+    floor: float,
+) -> np.ndarray:
+    """Stage 6: ``parts`` (K, L) (the mixture first) through one chain and the enrollment
+    through another, each with probability ``channel_prob``; returns the parts, replaces
+    ``enrollment.ref`` and records each chain's facts in ``channels`` ("mix", "ref")."""
+    prob, sr = cfg.mixing.channel_prob, cfg.audio.sample_rate
+    parts, channels["mix"] = _through_channel(parts, prob, rng, sr, floor)
+    ref, channels["ref"] = _through_channel(enrollment.ref[None], prob, rng, sr, floor)
+    enrollment.ref = _clip_guard(ref[0])
+    return parts
 
 
 def _meta(
@@ -533,38 +551,25 @@ def mix_example(
     enrollment = _render_enrollment(
         cfg, sources, scene, talkers.target_factor, rng, ref_length, floor
     )
+    # The mixture's signals are filtered and scaled together from here on; the parts besides
+    # the mixture and the target only when returned (a chain costs time per row).
+    rows = [mix, target, *([speech, noise, *interferers] if keep_components else [])]
+    parts = np.stack(rows).astype(np.float32, copy=False)
     channels: dict[str, dict[str, object] | None] = {"mix": None, "ref": None}
     if augment and cfg.mixing.channel_prob > 0.0:
-        # The parts are filtered only when returned: a chain costs time per row.
-        rows = [mix, target, *([speech, noise, *interferers] if keep_components else [])]
-        parts, channels["mix"] = _through_channel(
-            np.stack(rows), cfg.mixing.channel_prob, rng, sr, floor
-        )
-        mix, target = parts[0], parts[1]
-        if keep_components:
-            speech, noise, interferers = parts[2], parts[3], list(parts[4:])
-        ref, channels["ref"] = _through_channel(
-            enrollment.ref[None], cfg.mixing.channel_prob, rng, sr, floor
-        )
-        enrollment.ref = _clip_guard(ref[0])
+        parts = _recording_chains(cfg, parts, enrollment, rng, channels, floor)
     # Clip guard: scale everything in the mixture together so ratios (SNR, SIR) survive.
     gain = 1.0
-    peak = float(np.max(np.abs(mix)))
+    peak = float(np.max(np.abs(parts[0])))
     if peak > CLIP_PEAK:
         gain = PEAK_NORM / peak
-        mix, target, speech, noise = mix * gain, target * gain, speech * gain, noise * gain
-        interferers = [y * gain for y in interferers]
+        parts = parts * np.float32(gain)
+    mix, target = parts[0], parts[1]
     meta = _meta(sources, scene, talkers, enrollment, sirs, (snr_db, noise_id), gain, phase, step)
     meta["channel"] = channels
     components = None
-    if keep_components:
-        components = {
-            "speech": speech.astype(np.float32),
-            "noise": noise.astype(np.float32),
-            "interferers": np.stack(interferers).astype(np.float32)
-            if interferers
-            else np.zeros((0, length), dtype=np.float32),
-        }
+    if keep_components:  # (K, L) rows: speech, noise, then each interferer
+        components = {"speech": parts[2], "noise": parts[3], "interferers": parts[4:]}
     return Example(
         mix=mix.astype(np.float32, copy=False),
         ref=enrollment.ref.astype(np.float32, copy=False),
