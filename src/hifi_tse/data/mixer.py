@@ -418,10 +418,17 @@ def _render_enrollment(
     return _Enrollment(_clip_guard(ref), r_info, noisy_ref, ref_snr_db, ref_noise_id)
 
 
-def _clip_guard(x: np.ndarray) -> np.ndarray:
-    """``x`` scaled back to a ``PEAK_NORM`` peak when its peak passes ``CLIP_PEAK``."""
+def _clip_gain(x: np.ndarray) -> float:
+    """The gain that brings ``x`` back to a ``PEAK_NORM`` peak when its peak passes
+    ``CLIP_PEAK``, else 1."""
     peak = float(np.max(np.abs(x)))
-    return x * (PEAK_NORM / peak) if peak > CLIP_PEAK else x
+    return PEAK_NORM / peak if peak > CLIP_PEAK else 1.0
+
+
+def _clip_guard(x: np.ndarray) -> np.ndarray:
+    """``x`` scaled by :func:`_clip_gain` (itself when no scaling is needed)."""
+    gain = _clip_gain(x)
+    return x * gain if gain != 1.0 else x
 
 
 def _through_channel(
@@ -434,8 +441,7 @@ def _through_channel(
         return parts, None
     chain = draw_chain(rng, sample_rate)
     filtered = apply_chain(parts, chain, sample_rate)
-    gain = math.sqrt(max(float(np.mean(parts[0] ** 2)), floor))
-    gain /= math.sqrt(max(float(np.mean(filtered[0] ** 2)), floor))
+    gain = gain_for_ratio(parts[0], filtered[0], 0.0, floor)  # row 0 keeps its power
     return filtered * np.float32(gain), chain.describe()
 
 
@@ -559,10 +565,8 @@ def mix_example(
     if augment and cfg.mixing.channel_prob > 0.0:
         parts = _recording_chains(cfg, parts, enrollment, rng, channels, floor)
     # Clip guard: scale everything in the mixture together so ratios (SNR, SIR) survive.
-    gain = 1.0
-    peak = float(np.max(np.abs(parts[0])))
-    if peak > CLIP_PEAK:
-        gain = PEAK_NORM / peak
+    gain = _clip_gain(parts[0])
+    if gain != 1.0:
         parts = parts * np.float32(gain)
     mix, target = parts[0], parts[1]
     meta = _meta(sources, scene, talkers, enrollment, sirs, (snr_db, noise_id), gain, phase, step)
