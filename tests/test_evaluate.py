@@ -55,6 +55,8 @@ def test_evaluate_fixed_set_writes_full_report(tiny_ckpt, tiny_packs, tmp_path):
     assert tp["pesq"]["n"] + tp["pesq"]["missing"] == tp["count"]
     assert ta["suppression_db"]["n"] == 2
     assert sum(g["tp"]["count"] + g["ta"]["count"] for g in metrics["by_snr_bin"].values()) == 10
+    by_talker = metrics["by_target_speaker"]
+    assert sum(g["tp"]["count"] + g["ta"]["count"] for g in by_talker.values()) == 10
     wrong = metrics["wrong_reference"]
     assert wrong["count"] == tp["count"] and 0.0 <= wrong["confusion_rate"] <= 1.0
     partial = metrics["partial_presence"]
@@ -72,10 +74,18 @@ def test_evaluate_fixed_set_writes_full_report(tiny_ckpt, tiny_packs, tmp_path):
         "Target absent",
         "By input SNR bin",
         "By interferers",
+        "By enrolled talker (absent in TA)",
         "Wrong reference",
         "Partial presence",
     ):
         assert f"## {heading}" in report
+    for talker, group in by_talker.items():  # each group is its talker's rows of the CSV
+        talker_rows = [r for r in rows if r["target_speaker"] == talker]
+        tp_talker = [float(r["si_sdri"]) for r in talker_rows if r["target_present"] == "True"]
+        ta_talker = [r for r in talker_rows if r["target_present"] != "True"]
+        assert (group["tp"]["count"], group["ta"]["count"]) == (len(tp_talker), len(ta_talker))
+        if tp_talker:
+            assert group["tp"]["si_sdri"]["mean"] == pytest.approx(np.mean(tp_talker), abs=1e-3)
     for png in (
         "si_sdri_hist",
         "si_sdri_vs_input_snr",

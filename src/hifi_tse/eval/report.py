@@ -156,6 +156,8 @@ def build_metrics(
     metrics["ta"] = ta_block(records)
     metrics["by_snr_bin"] = breakdown(records, "snr_bin")
     metrics["by_num_interferers"] = breakdown(records, "num_interferers")
+    # the enrolled talker: the target in TP examples, the absent enrollee in TA ones
+    metrics["by_target_speaker"] = breakdown(records, "target_speaker")
     metrics["wrong_reference"] = wrong_reference_block(records)
     metrics["partial_presence"] = partial_block(partial)
     return metrics
@@ -259,7 +261,11 @@ def render_markdown(metrics: dict[str, Any], figures: list[tuple[str, str]]) -> 
     out += _similarity_lines(metrics["tp"])
     out += ["", "## Target absent (TA)", ""]
     out += _ta_table([("all", metrics["ta"])])
-    for title, key in (("input SNR bin (dB)", "by_snr_bin"), ("interferers", "by_num_interferers")):
+    for title, key in (
+        ("input SNR bin (dB)", "by_snr_bin"),
+        ("interferers", "by_num_interferers"),
+        ("enrolled talker (absent in TA)", "by_target_speaker"),
+    ):
         groups = metrics[key]
         out += ["", f"## By {title}", "", "TP:", ""]
         out += _tp_table([(name, g["tp"]) for name, g in groups.items() if g["tp"]["count"]])
