@@ -38,6 +38,23 @@ def make_game_tree(root: Path, utts: int = 3) -> Path:
     return root
 
 
+def add_later_levels(root: Path) -> None:
+    """Files named like the game's later levels (no level prefix) and its Dutch grunts."""
+    for k, rel in enumerate(
+        (
+            "hanoi/cs/m-first.ogg",
+            "rush/cs/m-second.ogg",
+            "fdto/cs/third-m.ogg",
+            "briefcase/cs/kd-intro.ogg",
+            "briefcase/cs/kd-outro.ogg",
+            "linux/cs/1-unnamed.ogg",
+            "electromagnet/nl/b-hurt-0.ogg",
+            "electromagnet/nl/s-hurt-0.ogg",
+        )
+    ):
+        write(root / rel, tone(1.8, 22050, 100 + 9 * k, seed=k, channels=2), 22050, "VORBIS")
+
+
 def f0_median(x: np.ndarray, sr: int) -> float:
     import parselmouth
 
@@ -252,6 +269,7 @@ def test_demo_corpus_holds_real_voices_apart_from_synthetic(tmp_path: Path) -> N
     from hifi_tse.data.real_voices import EXTRA_SOURCE, FILLETS_SOURCE
 
     game = make_game_tree(tmp_path / "game", utts=3)
+    add_later_levels(game)
     alsa = tmp_path / "alsa"
     for name in ("Front_Left", "Front_Right", "Noise"):
         write(alsa / f"{name}.wav", tone(1.4, 48000, 120, len(name)), 48000, "PCM_16")
@@ -281,12 +299,21 @@ def test_demo_corpus_holds_real_voices_apart_from_synthetic(tmp_path: Path) -> N
     assert not any("Noise" in r["utterance"] for r in rows["train"])
     real_train = {s for s in speakers["train"] if not s.startswith(dc.SYNTHETIC_SOURCE + "/")}
     originals = {s for s in real_train if "~v" not in s}
+    # The later levels' talkers train under their own names, grouped across levels; the
+    # Dutch grunts (both held-out talkers under one name) and unnamed talkers are left out.
     assert originals == {f"{FILLETS_SOURCE}/{x}" for x in ("cs-m", "cs-v", "cs-hs", "nl-hs")} | {
-        f"{EXTRA_SOURCE}/alsa"
+        f"{EXTRA_SOURCE}/{x}" for x in ("alsa", "cs-later-m", "cs-kd")
     }
+    later_m = [r for r in rows["train"] if r["speaker"] == "cs-later-m"]
+    assert sorted(r["utterance"] for r in later_m) == [
+        "cs-later-m/fdto_third-m",
+        "cs-later-m/hanoi_m-first",
+        "cs-later-m/rush_m-second",
+    ]
+    assert not any("hurt" in r["utterance"] for split in rows.values() for r in split)
     assert len(real_train - originals) == 2 * len(originals)  # 2 variants each, train only
     assert not any("~v" in s for split in ("val", "test") for s in speakers[split])
-    assert summary["real_voices"]["speakers"] == {"train": 15, "val": 1, "test": 3}
+    assert summary["real_voices"]["speakers"] == {"train": 21, "val": 1, "test": 3}
     # The synthetic voices keep the split they have without real voices.
     synthetic = {s: {x for x in spk if x.startswith(dc.SYNTHETIC_SOURCE + "/")}
                  for s, spk in speakers.items()}  # fmt: skip

@@ -3,8 +3,15 @@
 * Fish Fillets NG voice actors (Debian ``fillets-ng-data-cs`` and ``fillets-ng-data-nl``):
   ``sound/<level>/<lang>/<level>-<character>-<line>.ogg``. The speaker id is taken from the
   path by :data:`FILLETS_PATTERN` (``cs-m``, ``nl-v``, ``cs-hs``, ...); per-level numbered
-  minor characters (``-0-``, ``-4-``) and language-free effects do not match and are skipped.
+  minor characters (``-0-``, ``-4-``) and language-free effects do not match and are skipped,
+  and so are the ``hurt`` grunts, which hold both Dutch main characters under one name.
   The Dutch main characters are held out: ``nl-m`` for validation, ``nl-v`` for test.
+* The Czech talkers of the game's later levels, named without the ``<level>-`` prefix
+  (``hanoi/cs/m-*.ogg``, ``fdto/cs/*-m.ogg``, ...): :data:`FILLETS_EXTRA_TALKERS` groups their
+  files by talker, and they are staged (decoded, resampled) as training speakers. The groups
+  were measured with the GE2E speaker encoder (``docs/demo_model.md``, "More real talkers"):
+  other people than every talker the pattern finds; files whose talker was unclear are left
+  out.
 * ALSA's speaker-test voice (Debian ``alsa-utils``, ``/usr/share/sounds/alsa``): one talker,
   trained on; its clips are padded to the demo's minimum length.
 * The two-talker sample call shipped inside the ``pyannote.audio`` wheel, cut into
@@ -25,10 +32,24 @@ import numpy as np
 
 from hifi_tse.audio.io import read_audio, resample, save_audio
 from hifi_tse.data.layouts import SpeechSource
+from hifi_tse.errors import UserError
 from hifi_tse.utils import atomic_write_text
 
 FILLETS_ROOT = Path("/usr/share/games/fillets-ng/sound")
-FILLETS_PATTERN = r"^[^/]+/(?P<lang>cs|nl)/[^/]+-(?P<character>[a-z]+)-[^/]+$"
+FILLETS_PATTERN = r"^[^/]+/(?P<lang>cs|nl)/[^/]+-(?P<character>(?!hurt-)[a-z]+)-[^/]+$"
+# Talker id -> globs under the game's sound folder. The later levels' Czech small fish
+# (``m``) and big fish (``v``) are other actors than the main cast's ``cs-m`` / ``cs-v``, one
+# per fish across those levels; ``kd`` is the briefcase tape's narrator; in the ``linux``
+# level the small fish and talker ``2`` are two more (talker ``1``, the big fish and ``keys``
+# were too close to other talkers to name).
+_LATER_LEVELS = ("hanoi", "hole", "nowall", "rush")
+FILLETS_EXTRA_TALKERS: dict[str, tuple[str, ...]] = {
+    "cs-later-m": tuple(f"{lv}/cs/m-*.ogg" for lv in _LATER_LEVELS) + ("fdto/cs/*-m.ogg",),
+    "cs-later-v": tuple(f"{lv}/cs/v-*.ogg" for lv in _LATER_LEVELS) + ("fdto/cs/*-v.ogg",),
+    "cs-kd": ("briefcase/cs/kd-*.ogg",),
+    "cs-linux-m": ("linux/cs/m-*.ogg",),
+    "cs-linux-2": ("linux/cs/2-*.ogg",),
+}
 FILLETS_VAL = ("nl-m",)
 FILLETS_TEST = ("nl-v",)
 FILLETS_PACKAGES = "fillets-ng-data-cs fillets-ng-data-nl"
@@ -91,6 +112,9 @@ def find_real_voices(
         summary["fillets_files"] = sum(
             1 for lang in ("cs", "nl") for _ in fillets_root.glob(f"*/{lang}/*.ogg")
         )
+        summary["fillets_extra_files"] = _stage_fillets_extra(
+            fillets_root, raw / EXTRA_SOURCE, sample_rate
+        )
     else:
         missing.append(f"Fish Fillets voices (apt-get install {FILLETS_PACKAGES})")
     extra = raw / EXTRA_SOURCE
@@ -102,7 +126,7 @@ def find_real_voices(
     if not n_pyannote:
         missing.append("the pyannote sample call (pip install --no-deps pyannote.audio)")
     summary.update(alsa_clips=n_alsa, pyannote_utterances=n_pyannote)
-    if n_alsa or n_pyannote:
+    if n_alsa or n_pyannote or summary.get("fillets_extra_files"):
         test = tuple(sorted({p.name for p in extra.glob("pyannote-*")}))
         sources.append(
             SpeechSource(
@@ -140,6 +164,26 @@ def _stage_alsa(root: Path, out: Path, sample_rate: int) -> int:
             pad = np.zeros(int(round(ALSA_PAD_SECONDS * sample_rate)), dtype=np.float32)
             save_audio(dst, np.concatenate([pad, resample(wav, sr, sample_rate), pad]), sample_rate)
         count += 1
+    return count
+
+
+def _stage_fillets_extra(root: Path, out: Path, sample_rate: int) -> int:
+    """Stage the :data:`FILLETS_EXTRA_TALKERS` files as ``out/<talker>/<level>_<name>.wav``.
+
+    Returns the number of files staged (now or before); an unreadable or empty file is
+    skipped, as ``prepare`` would skip it.
+    """
+    count = 0
+    for talker, globs in FILLETS_EXTRA_TALKERS.items():
+        for src in sorted({p for g in globs for p in root.glob(g)}):
+            dst = out / talker / f"{src.parts[-3]}_{src.stem}.wav"
+            if not dst.is_file():
+                try:
+                    wav, sr = read_audio(src)
+                except UserError:
+                    continue
+                save_audio(dst, resample(wav, sr, sample_rate), sample_rate)
+            count += 1
     return count
 
 
