@@ -25,6 +25,11 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("stream", "hifi_tse.infer.stream_cli", "real-time extraction of raw PCM, stdin to stdout"),
     ("export", "hifi_tse.infer.export_cli", "export a checkpoint to ONNX"),
     ("audit-loss", "hifi_tse.losses.audit_cli", "check that no loss term rewards silence"),
+    (
+        "check-speakers",
+        "hifi_tse.speaker.check_cli",
+        "list speaker ids that may be one person (GE2E centroids)",
+    ),
     ("demo", "hifi_tse.demo", "build the demo corpus, train, evaluate, extract, report"),
     ("config", "hifi_tse.config_cli", "print the resolved config or the config reference"),
 ]
