@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from test_prepare import run_prepare, tone, write
 
 from hifi_tse.cli import main as cli_main
@@ -20,15 +19,7 @@ from hifi_tse.speaker.ge2e import GE2EEncoder
 
 SR = 16000
 FILLETS = Path("/usr/share/games/fillets-ng/sound")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """A few short clips per speaker: extra threads only wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # a few short clips: threads only wait
 
 
 @pytest.fixture(scope="module")

@@ -60,11 +60,16 @@ from hifi_tse.audio.signal import (
 from hifi_tse.config import Config
 from hifi_tse.data.channel import apply_chain, draw_chain
 from hifi_tse.data.example import Example
-from hifi_tse.data.store import PackReader, load_manifest, load_report, manifest_path
+from hifi_tse.data.store import (
+    PackReader,
+    load_manifest,
+    load_report,
+    manifest_path,
+    speech_source_voices,
+)
 from hifi_tse.errors import UserError
 from hifi_tse.schedules import PHASE_TP_TA, difficulty_at, noisy_ref_prob_at
 
-VOICE_KINDS = ("real", "synthetic")
 # Version of what mix_example draws for a given (recipe, sources, rng): bumped with every
 # change of its output, so validation caches from older code are rebuilt (the golden hashes
 # of tests/test_mixer_golden.py pin each version).
@@ -115,13 +120,7 @@ class Sources:
         self.split = split
         self.voices = voices
         report = load_report(self.packs_dir)
-        if voices is not None and voices not in VOICE_KINDS:
-            raise UserError(f"voices: expected one of {', '.join(VOICE_KINDS)}, got {voices!r}")
-        kind_of_source = {
-            s["name"]: s.get("voices", "real")
-            for s in report.get("sources", [])
-            if s.get("kind") == "speech"
-        }
+        kind_of_source = speech_source_voices(report, voices)
         kept_sources = {
             name for name, kind in kind_of_source.items() if voices is None or kind == voices
         }

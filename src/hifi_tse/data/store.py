@@ -116,6 +116,22 @@ def load_report(packs_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+VOICE_KINDS = ("real", "synthetic")
+
+
+def speech_source_voices(report: dict[str, Any], voices: str | None) -> dict[str, str]:
+    """Speech source name -> ``"real"`` / ``"synthetic"`` from a prepare report (untagged
+    sources are real). ``voices``, when given, is checked to be one of :data:`VOICE_KINDS`
+    (UserError otherwise)."""
+    if voices is not None and voices not in VOICE_KINDS:
+        raise UserError(f"voices: expected one of {', '.join(VOICE_KINDS)}, got {voices!r}")
+    return {
+        s["name"]: s.get("voices", "real")
+        for s in report.get("sources", [])
+        if s.get("kind") == "speech"
+    }
+
+
 def check_storage(storage: str) -> str:
     """``storage`` if it is one of :data:`STORAGES`; UserError naming them otherwise."""
     if storage not in STORAGES:

@@ -32,8 +32,7 @@ import numpy as np
 
 from hifi_tse.audio.io import read_audio, resample
 from hifi_tse.data.layouts import SpeechSource, scan_pattern, scan_speech
-from hifi_tse.data.mixer import VOICE_KINDS
-from hifi_tse.data.store import PackReader, load_manifest, load_report
+from hifi_tse.data.store import PackReader, load_manifest, load_report, speech_source_voices
 from hifi_tse.data.voice_variants import VARIANT_MARK
 from hifi_tse.errors import UserError
 from hifi_tse.speaker.frontend import SAMPLE_RATE
@@ -87,13 +86,7 @@ def speakers_of_packs(
     ``include_variants``, only the sources tagged ``voices`` ("real" / "synthetic") when
     given. Raises UserError when the corpus has no manifests or no such speech."""
     report = load_report(packs_dir)
-    if voices is not None and voices not in VOICE_KINDS:
-        raise UserError(f"voices: expected one of {', '.join(VOICE_KINDS)}, got {voices!r}")
-    kind_of_source = {
-        s["name"]: s.get("voices", "real")
-        for s in report.get("sources", [])
-        if s.get("kind") == "speech"
-    }
+    kind_of_source = speech_source_voices(report, voices)
     sample_rate = int(report["sample_rate"])
     reader = PackReader(packs_dir)
     by_speaker: dict[tuple[str, str], list[ClipLoader]] = {}
