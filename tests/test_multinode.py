@@ -34,7 +34,9 @@ def _two_nodes(packs: Path, run: Path, *sets: str, extra: tuple[str, ...] = ()) 
                 "hifi_tse",
                 *_cmd(packs, run, *sets, extra=extra),
             ],
-            env=_env(),
+            # A rank that aborts at exit then prints every thread's Python stack into the log
+            # the assertion below shows (rare SIGABRT at teardown: train/distributed.py).
+            env={**_env(), "PYTHONFAULTHANDLER": "1"},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
