@@ -13,7 +13,7 @@ talkers), averages them into a unit centroid, and reports for every speaker
 * its nearest other speaker and their centroids' cosine;
 
 and lists every pair at or above ``threshold``. On the demo corpus's real voices, the same
-actor under two names scored 0.95-0.98 and different actors 0.54-0.92 (``docs/demo_model.md``,
+actor under two names scored 0.94-0.98 and different actors 0.54-0.92 (``docs/demo_model.md``,
 "More real talkers"), so pairs above 0.9 deserve a listen. Pairs across splits are marked:
 a held-out talker who is also a training talker would make test figures optimistic. The
 encoder knows real voices: formant-synthesised ones (espeak) that differ mostly in pitch
@@ -30,16 +30,21 @@ from pathlib import Path
 
 import numpy as np
 
-from hifi_tse.audio.io import read_audio, resample
+from hifi_tse.audio.io import load_audio, resample
 from hifi_tse.data.layouts import SpeechSource, scan_pattern, scan_speech
-from hifi_tse.data.store import PackReader, load_manifest, load_report, speech_source_voices
+from hifi_tse.data.store import (
+    SPLITS,
+    PackReader,
+    load_manifest,
+    load_report,
+    speech_source_voices,
+)
 from hifi_tse.data.voice_variants import VARIANT_MARK
 from hifi_tse.errors import UserError
 from hifi_tse.speaker.frontend import SAMPLE_RATE
 from hifi_tse.speaker.ge2e import GE2EEncoder
 from hifi_tse.utils import atomic_write_text
 
-SPLITS = ("train", "val", "test")
 # Clips shorter than this carry too little voice for a GE2E embedding (its partial window is
 # 1.6 s; shorter clips are padded), s.
 MIN_CLIP_SECONDS = 0.5
@@ -120,8 +125,7 @@ def speakers_of_folder(source: SpeechSource) -> list[SpeakerClips]:
     for f in files:
 
         def load(path: Path = f.path) -> np.ndarray:
-            wav, sr = read_audio(path)
-            return resample(wav, sr, SAMPLE_RATE)
+            return load_audio(path, SAMPLE_RATE)
 
         by_speaker.setdefault(f.speaker, []).append(load)
     return [SpeakerClips(spk, "", loaders) for spk, loaders in by_speaker.items()]
