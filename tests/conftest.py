@@ -7,6 +7,7 @@ packs them with :func:`hifi_tse.data.prepare.prepare_corpus` at 16 kHz. Any test
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,21 @@ def write_synthetic_corpus(root: Path, seed: int = 0) -> tuple[Path, Path]:
         coloured = coloured - coloured.mean()
         sf.write(noise / f"noise{n}.wav", (0.3 * coloured / np.abs(coloured).max()), TINY_SR)
     return speech, noise
+
+
+@pytest.fixture(scope="session", autouse=True)
+def subprocess_tmpdir(tmp_path_factory: pytest.TempPathFactory):
+    """Temporary files of the processes tests start (torchrun's agents make a
+    ``torchelastic_*`` folder each) go under pytest's own temporary root, which pytest
+    prunes, instead of piling up in /tmp."""
+    tmp = tmp_path_factory.mktemp("subprocess_tmp")
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp)
+    yield tmp
+    if previous is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = previous
 
 
 @pytest.fixture(scope="module")
