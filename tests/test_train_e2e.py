@@ -454,7 +454,7 @@ def test_init_from_fine_tunes_with_new_level_features(
     sets += ("band_split.level_features=true",)
     assert main(_cmd(tiny_packs, run, *sets, extra=("--init-from", str(source)))) == 0
     out = capsys.readouterr().out
-    assert "weight tensors copied; initialised afresh: encoder.level_weight" in out
+    assert "weight tensors copied; not in it, kept as built: encoder.level_weight" in out
     ckpt = torch.load(run / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     assert ckpt["step"] == 2 and "encoder.level_weight" in ckpt["model"]
     src = torch.load(source, map_location="cpu", weights_only=True)

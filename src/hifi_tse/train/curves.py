@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hifi_tse.data.store import VOICE_KINDS
 from hifi_tse.train.logging_utils import METRICS_NAME
 
 # Validation metrics shown as curves, with their axis labels.
@@ -49,6 +50,22 @@ def loss_term_names(train: list[dict[str, Any]]) -> list[str]:
     return names
 
 
+def val_series(
+    val: list[dict[str, Any]], key: str
+) -> list[tuple[str, list[tuple[int, float, float]]]]:
+    """(label, [(step, value, standard error)]) of validation metric ``key``: the whole set
+    (label ``"all"``), then each kind of enrolled voice the log holds (``real/<key>``, ...)."""
+    series = []
+    for label, name in (("all", key), *((kind, f"{kind}/{key}") for kind in VOICE_KINDS)):
+        # float(): the log keeps a NaN (a standard error of one example) as the string "nan".
+        points = [
+            (r["step"], float(r[name]), float(r.get(f"{name}_se", 0.0))) for r in val if name in r
+        ]
+        if points:
+            series.append((label, points))
+    return series
+
+
 def plot_training_curves(run_dir: Path, out_png: Path, title: str = "") -> Path:
     """Plot validation metrics (with standard errors) and training loss terms vs step."""
     import matplotlib
@@ -61,10 +78,12 @@ def plot_training_curves(run_dir: Path, out_png: Path, title: str = "") -> Path:
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     flat = axes.ravel()
     for ax, (key, label) in zip(flat[:4], VAL_PANELS):
-        points = [(r["step"], r[key], r.get(f"{key}_se", 0.0)) for r in val if key in r]
-        if points:
+        series = val_series(val, key)
+        for name, points in series:
             steps, values, errors = zip(*points)
-            ax.errorbar(steps, values, yerr=errors, marker="o", ms=3, capsize=2)
+            ax.errorbar(steps, values, yerr=errors, marker="o", ms=3, capsize=2, label=name)
+        if len(series) > 1:
+            ax.legend(fontsize=7, title="enrolled voices")
         ax.set_title(f"validation {label}")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from hifi_tse.data.store import VOICE_KINDS
 from hifi_tse.utils import atomic_write_text
 
 LOG = logging.getLogger("hifi_tse.train")
@@ -97,6 +98,11 @@ def format_val_line(record: dict[str, Any]) -> str:
         if key in record:
             se = record.get(f"{key}_se", float("nan"))
             parts.append(f"{key}={record[key]:.4g}±{se:.2g}")
+    for kind in VOICE_KINDS:
+        for key in ("tp_si_sdri", "ta_energy_db"):
+            name = f"{kind}/{key}"
+            if name in record:
+                parts.append(f"{name}={record[name]:.4g}±{record.get(name + '_se', math.nan):.2g}")
     return f"val step {record['step']}: " + " ".join(parts)
 
 

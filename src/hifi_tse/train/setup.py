@@ -281,6 +281,7 @@ class RunSetup:
             MixtureDataset,
             collate_batch,
         )
+        from hifi_tse.data.store import load_report, speech_source_voices
 
         cfg, info = self.cfg, self.dist
         train_set = MixtureDataset(
@@ -322,6 +323,8 @@ class RunSetup:
             barrier()
         # Strided shard per rank; the all-reduce in validate() puts the whole set back together.
         self.val_subset = Subset(val_set, list(range(info.rank, len(val_set), info.world_size)))
+        # Speech source -> "real" / "synthetic": validation's per-kind figures.
+        self.val_kind_of_source = speech_source_voices(load_report(self.data_dir), None)
 
 
 def ignore_stop_signals(worker_id: int) -> None:

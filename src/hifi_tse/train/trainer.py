@@ -114,7 +114,8 @@ class Trainer(RunSetup, RunCheckpoints):
             self.ema.load_state_dict(self.generator.state_dict())
             self.log.info(
                 f"--init-from {opts.init_from}: {copied} weight tensors copied"
-                + (f"; initialised afresh: {', '.join(new)}" if new else "")
+                # "as built": zero-initialised additions, or a frozen pretrained encoder.
+                + (f"; not in it, kept as built: {', '.join(new)}" if new else "")
             )
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -334,6 +335,7 @@ class Trainer(RunSetup, RunCheckpoints):
                 self.device,
                 self.autocast,
                 cfg.train.val_audio_examples if self.dist.is_main else 0,
+                kind_of_source=self.val_kind_of_source,
             )
         self._log_val_audio(result.audio)
         return result.metrics

@@ -13,6 +13,11 @@ Invariants from the seed (over-suppression post-mortem):
 
 Under DDP each rank scores a strided shard of the set and sums of per-example statistics are
 all-reduced, so every rank ends with the same metrics.
+
+On a corpus with real and synthetic voices, TP SI-SDRi and the TA output level are also
+reported per kind of enrolled voice (``real/tp_si_sdri``, ``synthetic/ta_energy_db``, ...):
+a validation set that is mostly synthetic voices can hide what happens on the real ones.
+They are reported only; the best-model rule stays on the whole set's TP SI-SDR.
 """
 
 # The legacy global NumPy RNG is a training stream like Python's and torch's (third-party
@@ -34,6 +39,7 @@ from torch import nn
 
 from hifi_tse.checkpoints import TrainState, capture_rng_state, restore_rng_state
 from hifi_tse.config import Config
+from hifi_tse.data.store import VOICE_KINDS
 from hifi_tse.schedules import PHASE_TP_TA
 from hifi_tse.train.distributed import all_reduce_sum
 
@@ -105,6 +111,64 @@ class _Moments:
         return ratio, math.sqrt(max(rel, 0.0) / self.n) * abs(ratio)
 
 
+class _VoiceKindMoments:
+    """TP SI-SDRi and TA output level (dB) per kind of enrolled voice (:data:`VOICE_KINDS`).
+
+    ``kind_of_source`` maps a speech source name to its kind (the prepare report's tag);
+    an example's kind is its target speaker's (``meta["target_speaker"]``,
+    ``"source/speaker"``), the enrolled voice, present or not.
+    """
+
+    def __init__(self, kind_of_source: dict[str, str]) -> None:
+        self.kind_of_source = kind_of_source
+        # Reported only when the corpus holds both kinds; otherwise they repeat the totals.
+        self.active = len(set(kind_of_source.values())) > 1
+        self.sdri = {kind: _Moments() for kind in VOICE_KINDS}
+        self.ta = {kind: _Moments() for kind in VOICE_KINDS}
+
+    def add(
+        self,
+        metas: list[dict[str, Any]],
+        present: torch.Tensor,
+        sdri: torch.Tensor,
+        ta_db: torch.Tensor,
+    ) -> None:
+        """``present (B,)`` bool; ``sdri`` the TP examples' values, ``ta_db`` the TA ones'."""
+        kinds = [
+            self.kind_of_source.get(str(m["target_speaker"]).split("/", 1)[0], "real")
+            for m in metas
+        ]
+        present_kinds = [k for k, p in zip(kinds, present.tolist()) if p]
+        absent_kinds = [k for k, p in zip(kinds, present.tolist()) if not p]
+        for kind in VOICE_KINDS:
+            tp_mask = torch.tensor([k == kind for k in present_kinds], dtype=torch.bool)
+            ta_mask = torch.tensor([k == kind for k in absent_kinds], dtype=torch.bool)
+            self.sdri[kind].add(sdri.cpu()[tp_mask])
+            self.ta[kind].add(ta_db.cpu()[ta_mask])
+
+    def vector(self) -> list[float]:
+        return [
+            x for kind in VOICE_KINDS for x in self.sdri[kind].vector() + self.ta[kind].vector()
+        ]
+
+    def metrics(self, reduced: list[float]) -> dict[str, float]:
+        """``<kind>/tp_si_sdri``, ``<kind>/ta_energy_db`` (each with ``_se``) and
+        ``<kind>/tp_count``, ``<kind>/ta_count`` from the reduced :meth:`vector`; a kind
+        without examples of one sort reports none of that sort."""
+        out: dict[str, float] = {}
+        if not self.active:
+            return out
+        for i, kind in enumerate(VOICE_KINDS):
+            sdri = _Moments.from_vector(reduced[12 * i : 12 * i + 6])
+            ta = _Moments.from_vector(reduced[12 * i + 6 : 12 * i + 12])
+            for name, moments in (("tp_si_sdri", sdri), ("ta_energy_db", ta)):
+                if moments.n > 0:
+                    mean, se = moments.mean_se()
+                    out[f"{kind}/{name}"], out[f"{kind}/{name}_se"] = mean, se
+            out[f"{kind}/tp_count"], out[f"{kind}/ta_count"] = sdri.n, ta.n
+        return out
+
+
 @dataclass
 class ValidationResult:
     metrics: dict[str, float]
@@ -120,6 +184,7 @@ def validate(
     device: torch.device,
     autocast: bool,
     audio_examples: int,
+    kind_of_source: dict[str, str] | None = None,
 ) -> ValidationResult:
     """Score ``model`` (the EMA generator) on this rank's shard; metrics reduced over ranks.
 
@@ -127,7 +192,9 @@ def validate(
     per-batch), ``tp_si_sdr`` / ``tp_si_sdri`` (dB, TP examples), ``rms_ratio`` (mean TP output
     RMS / mean TP target RMS), ``ta_energy_db`` (dB, TA examples); plus ``loss_<term>`` means,
     ``tp_count`` and ``ta_count``. ``audio`` holds the first ``audio_examples`` examples of the
-    shard as ``{"mix", "ref", "estimate"}`` ``(L,)`` float32 arrays.
+    shard as ``{"mix", "ref", "estimate"}`` ``(L,)`` float32 arrays. With
+    ``kind_of_source`` (speech source -> ``"real"`` / ``"synthetic"``) and both kinds in it,
+    the per-kind metrics of :class:`_VoiceKindMoments` too (batches must carry ``meta``).
     """
     from hifi_tse.losses.separation import LOSS_EPS, energy_db, rms, si_sdr
 
@@ -135,6 +202,7 @@ def validate(
     was_training = model.training
     model.eval()
     loss_m, sdr_m, sdri_m, rms_m, ta_m = (_Moments() for _ in range(5))
+    by_kind = _VoiceKindMoments(kind_of_source or {})
     # Fixed list (depends on config only) so every rank reduces the same vector.
     names = ["sep", "phase", "amp", "ta_energy"]
     term_sums = dict.fromkeys(names, 0.0)
@@ -151,14 +219,19 @@ def validate(
         loss_m.add(total.reshape(1))
         for name in names:
             term_sums[name] += float(terms[name])
+        sdri, ta_db = est.new_zeros(0), est.new_zeros(0)
         if present.any():
             e, t, m = est[present], target[present], mix[present]
             sdr = si_sdr(e, t, eps)
+            sdri = sdr - si_sdr(m, t, eps)
             sdr_m.add(sdr)
-            sdri_m.add(sdr - si_sdr(m, t, eps))
+            sdri_m.add(sdri)
             rms_m.add(rms(e, eps), rms(t, eps))
         if (~present).any():
-            ta_m.add(energy_db(est[~present], eps))
+            ta_db = energy_db(est[~present], eps)
+            ta_m.add(ta_db)
+        if by_kind.active:
+            by_kind.add(batch["meta"], present, sdri, ta_db)
         for i in range(min(audio_examples - len(audio), mix.shape[0])):
             audio.append(
                 {
@@ -170,7 +243,7 @@ def validate(
     model.train(was_training)
 
     flat = loss_m.vector() + sdr_m.vector() + sdri_m.vector() + rms_m.vector() + ta_m.vector()
-    flat += [term_sums[k] for k in names]
+    flat += [term_sums[k] for k in names] + by_kind.vector()
     reduced = all_reduce_sum(torch.tensor(flat, dtype=torch.float64, device=device)).tolist()
     loss_m, sdr_m, sdri_m, rms_m, ta_m = (
         _Moments.from_vector(reduced[6 * i : 6 * i + 6]) for i in range(5)
@@ -189,6 +262,7 @@ def validate(
         metrics[f"loss_{name}"] = reduced[30 + i] / n_batches
     metrics["tp_count"] = sdr_m.n
     metrics["ta_count"] = ta_m.n
+    metrics.update(by_kind.metrics(reduced[30 + len(names) :]))
     return ValidationResult(metrics=metrics, audio=audio)
 
 
