@@ -10,6 +10,7 @@ interval, weight and threshold comes from the config.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import signal
@@ -446,7 +447,16 @@ class _StopSignal:
 
 def train(opts: TrainOptions) -> int:
     """Build a :class:`Trainer` and run it; always leaves the process group."""
+    trainer = None
     try:
-        return Trainer(opts).run()
+        trainer = Trainer(opts)
+        return trainer.run()
     finally:
+        # Free the trainer (its DDP wrapper holds the process group and gloo's pending work)
+        # while the interpreter is whole: freed by the collector at interpreter exit, gloo's
+        # threads can touch Python objects being torn down and abort the process (SIGABRT,
+        # "terminate called without an active exception").
+        del trainer
+        gc.collect()
         shutdown_distributed()
+        gc.collect()
