@@ -175,6 +175,20 @@ class ValidationResult:
     audio: list[dict[str, np.ndarray]] = field(default_factory=list)
 
 
+def _audio_examples(
+    mix: torch.Tensor, ref: torch.Tensor, est: torch.Tensor, room: int
+) -> list[dict[str, np.ndarray]]:
+    """The batch's first ``room`` examples as ``{"mix", "ref", "estimate"}`` ``(L,)`` arrays."""
+    return [
+        {
+            "mix": mix[i].float().cpu().numpy(),
+            "ref": ref[i].float().cpu().numpy(),
+            "estimate": est[i].cpu().numpy(),
+        }
+        for i in range(min(room, mix.shape[0]))
+    ]
+
+
 @torch.no_grad()
 def validate(
     model: nn.Module,
@@ -208,10 +222,9 @@ def validate(
     term_sums = dict.fromkeys(names, 0.0)
     audio: list[dict[str, np.ndarray]] = []
     for batch in batches:
-        mix = batch["mix"].to(device)
-        ref = batch["ref"].to(device)
-        target = batch["target"].to(device)
-        present = batch["target_present"].to(device)
+        mix, ref, target, present = (
+            batch[k].to(device) for k in ("mix", "ref", "target", "target_present")
+        )
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast):
             est = model(mix, ref)
         est = est.float()
@@ -232,14 +245,7 @@ def validate(
             ta_m.add(ta_db)
         if by_kind.active:
             by_kind.add(batch["meta"], present, sdri, ta_db)
-        for i in range(min(audio_examples - len(audio), mix.shape[0])):
-            audio.append(
-                {
-                    "mix": mix[i].float().cpu().numpy(),
-                    "ref": ref[i].float().cpu().numpy(),
-                    "estimate": est[i].cpu().numpy(),
-                }
-            )
+        audio += _audio_examples(mix, ref, est, audio_examples - len(audio))
     model.train(was_training)
 
     flat = loss_m.vector() + sdr_m.vector() + sdri_m.vector() + rms_m.vector() + ta_m.vector()
