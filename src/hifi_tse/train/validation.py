@@ -134,17 +134,12 @@ class _VoiceKindMoments:
         ta_db: torch.Tensor,
     ) -> None:
         """``present (B,)`` bool; ``sdri`` the TP examples' values, ``ta_db`` the TA ones'."""
-        kinds = [
-            self.kind_of_source.get(str(m["target_speaker"]).split("/", 1)[0], "real")
-            for m in metas
-        ]
-        present_kinds = [k for k, p in zip(kinds, present.tolist()) if p]
-        absent_kinds = [k for k, p in zip(kinds, present.tolist()) if not p]
+        kinds = [self.kind_of_source[str(m["target_speaker"]).split("/", 1)[0]] for m in metas]
+        present = present.cpu()
         for kind in VOICE_KINDS:
-            tp_mask = torch.tensor([k == kind for k in present_kinds], dtype=torch.bool)
-            ta_mask = torch.tensor([k == kind for k in absent_kinds], dtype=torch.bool)
-            self.sdri[kind].add(sdri.cpu()[tp_mask])
-            self.ta[kind].add(ta_db.cpu()[ta_mask])
+            of_kind = torch.tensor([k == kind for k in kinds], dtype=torch.bool)
+            self.sdri[kind].add(sdri.cpu()[of_kind[present]])
+            self.ta[kind].add(ta_db.cpu()[of_kind[~present]])
 
     def vector(self) -> list[float]:
         return [
