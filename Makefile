@@ -7,9 +7,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Real recorded voices for the demo corpus (Debian packages; see src/hifi_tse/data/real_voices.py).
 REAL_VOICE_DEBS := fillets-ng-data-cs fillets-ng-data-nl alsa-utils
+# More real voices (src/hifi_tse/data/sources/): downloaded and unpacked into
+# $(REAL_VOICES_DIR) without their dependencies (game engines, speech synthesisers, Qt), so no
+# root is needed; about 680 MB to download and 890 MB unpacked. CI's tests build their own
+# fixtures: `.ci/run` passes PACKAGE_VOICE_DEBS= to skip them.
+PACKAGE_VOICE_DEBS ?= flight-of-the-amazon-queen beneath-a-steel-sky ktuberling-data \
+  klettres-data tuxpaint-stamps-default hedgewars-data festvox-ru kajongg
+REAL_VOICES_DIR ?= data/real-voices
 # Installed without their dependencies: only their data files are used (the GE2E speaker
-# encoder's weights, a two-talker sample call); hifi-tse loads them with its own code.
-DATA_WHEELS := resemblyzer==0.1.4 pyannote.audio==4.0.7
+# encoder's weights, a two-talker sample call, the DNSMOS ONNX models); hifi-tse loads them
+# with its own code.
+DATA_WHEELS := resemblyzer==0.1.4 pyannote.audio==4.0.7 speechmos==0.0.1.1
 
 .PHONY: install real-voices test lint demo bench clean
 
@@ -37,6 +45,16 @@ real-voices:
 	else \
 	  echo "real voices: not root or no apt-get; install $(REAL_VOICE_DEBS) to add them"; \
 	fi
+	@for pkg in $(PACKAGE_VOICE_DEBS); do \
+	  if [ -d "$(REAL_VOICES_DIR)/$$pkg/usr" ]; then continue; fi; \
+	  tmp=$$(mktemp -d) && (cd "$$tmp" && apt-get download -qq "$$pkg" >/dev/null 2>&1) \
+	    && mkdir -p "$(REAL_VOICES_DIR)/$$pkg.part" \
+	    && dpkg-deb -x "$$tmp"/"$$pkg"_*.deb "$(REAL_VOICES_DIR)/$$pkg.part" \
+	    && mv "$(REAL_VOICES_DIR)/$$pkg.part" "$(REAL_VOICES_DIR)/$$pkg" \
+	    && echo "real voices: unpacked $$pkg into $(REAL_VOICES_DIR)" \
+	    || echo "real voices: could not download $$pkg (apt-get download; run apt-get update?)"; \
+	  rm -rf "$$tmp" "$(REAL_VOICES_DIR)/$$pkg.part"; \
+	done
 
 lint: install
 	$(VENV)/bin/ruff format --check .

@@ -288,7 +288,8 @@ def test_demo_corpus_holds_real_voices_apart_from_synthetic(tmp_path: Path) -> N
     summary = dc.build_demo_corpus(
         out, seed=3, num_voices=6, sentences_per_voice=3, sample_rate=SR, workers=2,
         simulate_rirs=4, progress=False, real_voices=True, voice_variants=2,
-        real_roots={"fillets_root": game, "alsa_root": alsa, "pyannote_sample": sample},
+        real_roots={"fillets_root": game, "alsa_root": alsa, "pyannote_sample": sample,
+                    "package_sources": []},
     )  # fmt: skip
     assert summary["real_missing"] == ""
     rows = {s: load_manifest(out, s) for s in ("train", "val", "test")}
@@ -324,3 +325,46 @@ def test_demo_corpus_holds_real_voices_apart_from_synthetic(tmp_path: Path) -> N
     assert all(len(v) == 2 for v in synthetic.values())
     real_test = Sources(out, "test", SR, voices="real")
     assert sorted(real_test.speakers) == sorted(speakers["test"] - synthetic["test"])
+
+
+def test_a_source_held_out_whole_is_scored_apart(tmp_path: Path) -> None:
+    game = make_game_tree(tmp_path / "game", utts=3)
+    other = tmp_path / "other"
+    for s in range(3):
+        for u in range(3):
+            write(other / f"o{s}" / f"u{u}.wav", tone(1.6, SR, 120 + 25 * s, u), SR, "PCM_16")
+    run_prepare([SpeechSource(game, "pattern", FILLETS_LIKE, name="game", test_speakers=("nl-v",)),
+                 SpeechSource(other, "folder", name="other", whole_split="test")],
+                tmp_path / "out")  # fmt: skip
+    rows = load_manifest(tmp_path / "out", "test")
+    speakers = {f"{r['source']}/{r['speaker']}" for r in rows if r["kind"] == "speech"}
+    assert {"other/o0", "other/o1", "other/o2", "game/nl-v"} == speakers
+    train = load_manifest(tmp_path / "out", "train")
+    assert not any(r["source"] == "other" for r in train)
+    unseen = Sources(tmp_path / "out", "test", SR, voices="unseen-source")
+    assert unseen.speakers == ["other/o0", "other/o1", "other/o2"]
+    seen = Sources(tmp_path / "out", "train", SR, voices="seen-source")
+    assert all(s.startswith("game/") for s in seen.speakers)
+    with pytest.raises(UserError, match="whole_split must be one of"):
+        run_prepare([SpeechSource(other, "folder", name="other", whole_split="dev")],
+                    tmp_path / "bad")  # fmt: skip
+
+
+def test_held_out_sources_from_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    game = make_game_tree(tmp_path / "game")
+    other = tmp_path / "other"
+    for s in range(2):
+        for u in range(3):
+            write(other / f"o{s}" / f"u{u}.wav", tone(1.6, SR, 120 + 25 * s, u), SR, "PCM_16")
+    out = tmp_path / "out"
+    args = ["prepare", "--speech", f"{game}:pattern={FILLETS_LIKE}", "--speech", f"{other}:folder",
+            "--out", str(out), "--sample-rate", str(SR), "--min-seconds", "1", "--workers", "1",
+            "--quiet", "--val-ratio", "0.2", "--test-ratio", "0.2"]  # fmt: skip
+    assert cli_main(args + ["--held-out-sources", "other=val"]) == 0
+    val = {(r["source"], r["speaker"]) for r in load_manifest(out, "val") if r["kind"] == "speech"}
+    assert {("other", "o0"), ("other", "o1")} <= val
+    assert not any(r["source"] == "other" for r in load_manifest(out, "train"))
+    assert cli_main(args + ["--held-out-sources", "nowhere=test"]) == 2
+    assert cli_main(args + ["--held-out-sources", "other=train"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "no --speech folder named nowhere" in err[0] and "NAME=val or NAME=test" in err[1]

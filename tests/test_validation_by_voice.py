@@ -1,6 +1,6 @@
-"""Validation on a corpus with real and synthetic voices reports TP SI-SDRi and the TA output
-level per kind of enrolled voice, beside the whole set's figures, which still choose the best
-model."""
+"""Validation on a corpus with real and synthetic voices reports TP SI-SDRi, rms_ratio and the
+TA output level per kind of enrolled voice and per speech source, beside the whole set's
+figures, which still choose the best model."""
 
 from __future__ import annotations
 
@@ -80,8 +80,11 @@ def test_per_kind_figures_are_those_of_the_examples_of_each_kind(tmp_path: Path)
     line = format_val_line({"step": 7, **metrics})
     assert "real/tp_si_sdri=" in line and "synthetic/ta_energy_db=" in line
 
-    # One kind in the map, or none: no per-kind figures (they would repeat the totals).
-    assert not any("/" in k for k in _validate(out, dict.fromkeys(kinds, "real")))
+    # One kind in the map, or none: no per-kind figures (they would repeat the totals); the
+    # two sources are still shown apart.
+    one_kind = _validate(out, dict.fromkeys(kinds, "real"))
+    assert not any(k.startswith(("real/", "synthetic/")) for k in one_kind)
+    assert one_kind["source/game/rms_ratio"] == pytest.approx(metrics["real/rms_ratio"])
     assert not any("/" in k for k in _validate(out, None))
 
 
@@ -99,20 +102,33 @@ def test_training_logs_validation_per_kind_of_voice(tmp_path: Path) -> None:
         main(_cmd(out, run, "train.steps=2", "train.phase1_steps=1", "train.val_interval=2")) == 0
     )
     val = _records(run, "val")[-1]
-    for kind in ("real", "synthetic"):
-        assert val[f"{kind}/tp_count"] + val.get(f"{kind}/ta_count", 0) > 0
-        assert np.isfinite(val[f"{kind}/tp_si_sdri"])
+    groups = ("real", "synthetic", "source/game", "source/synth")
+    for group in groups:
+        assert val[f"{group}/tp_count"] + val.get(f"{group}/ta_count", 0) > 0
+        assert np.isfinite(val[f"{group}/tp_si_sdri"]) and np.isfinite(val[f"{group}/rms_ratio"])
     assert val["real/tp_count"] + val["synthetic/tp_count"] == val["tp_count"]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run / "tensorboard"))
     acc.Reload()
-    assert {"val/real/tp_si_sdri", "val/synthetic/tp_si_sdri"} <= set(acc.Tags()["scalars"])
-    # The training curves draw the whole set and each kind of voice.
+    tags = set(acc.Tags()["scalars"])
+    assert {f"val/{g}/{k}" for g in groups for k in ("tp_si_sdri", "rms_ratio")} <= tags
+    (event,) = acc.Scalars("val/source/game/rms_ratio")
+    assert event.step == 2 and event.value == pytest.approx(val["source/game/rms_ratio"])
+    # The training curves draw the whole set and each kind of voice; a third row per source.
     _, val_records = split_records(read_metrics(run))
     assert [label for label, _ in val_series(val_records, "tp_si_sdri")] == [
         "all",
         "real",
         "synthetic",
     ]
-    assert plot_training_curves(run, tmp_path / "curves.png").stat().st_size > 10_000
+    assert [label for label, _ in val_series(val_records, "rms_ratio", by="source")] == [
+        "all",
+        "game",
+        "synth",
+    ]
+    png = plot_training_curves(run, tmp_path / "curves.png")
+    assert png.stat().st_size > 10_000
+    import matplotlib.image
+
+    assert matplotlib.image.imread(png).shape[0] == 3 * 4 * 90  # 3 rows of 4 in at 90 dpi

@@ -16,14 +16,21 @@ rate (resampled to the model's and back) and any length (chunked overlap-add, as
 
 Every bad input raises :class:`ExtractionError` with a one-line message; an enrollment with
 under ``min_speech_seconds`` of active speech only warns (:class:`EnrollmentWarning`),
-since extraction still runs, but may follow the wrong talker.
+since extraction still runs, but may follow the wrong talker. An enrollment belongs to the
+extractor that made it (its features are that model's): another extractor refuses it.
+
+Where the target talks in a long recording, from the same pass::
+
+    only_alice, activity = extractor.extract_with_activity(meeting, 44100, alice)
+    activity.segments          # (start s, end s, score dB) of each stretch Alice talks
+    silent_elsewhere = activity.gate(only_alice, 44100)
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,8 @@ import numpy as np
 
 from hifi_tse.audio.io import resample
 from hifi_tse.errors import UserError
+from hifi_tse.infer.activity import DEFAULTS as ACTIVITY_DEFAULTS
+from hifi_tse.infer.activity import Activity, ActivitySettings, detect_activity, window_similarity
 from hifi_tse.infer.separate import ChunkFn, ChunkPlan, VadSettings, active_speech, separate_array
 
 # Defaults: the CLI's (hifi-tse separate) chunking and enrollment check.
@@ -63,13 +72,17 @@ class Enrollment:
 
     ``waveform (L_ref,)`` float32 at ``sample_rate`` (the model's), ``speech_seconds`` of
     active speech found in it; ``chunk_fn`` runs the model with it bound (the enrollment's
-    features are computed once, when it is made).
+    features are computed once, when it is made). ``model`` names the checkpoint or ONNX
+    file of the extractor that made it: only that extractor accepts it, since ``chunk_fn``
+    runs that extractor's model.
     """
 
     waveform: np.ndarray
     sample_rate: int
     speech_seconds: float
     chunk_fn: ChunkFn
+    model: str = ""
+    owner: Any = field(default=None, repr=False, compare=False)  # the extractor's backend
 
 
 PairsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -184,6 +197,7 @@ class Extractor:
     ) -> None:
         self._backend = backend
         self.vad = vad
+        self._ge2e: Any = None  # the speaker check's encoder, loaded on first use
         if backend.fixed_chunk is not None:
             chunk_seconds = backend.fixed_chunk / backend.sample_rate
         plan = ChunkPlan.from_seconds(
@@ -303,26 +317,73 @@ class Extractor:
         speech or are mostly silence.
         """
         ref, seconds = enrollment_waveform(clips, sample_rate, self.sample_rate, self.vad, name)
-        return Enrollment(ref, self.sample_rate, seconds, self._backend.make_fn(ref))
+        fn = self._backend.make_fn(ref)
+        return Enrollment(ref, self.sample_rate, seconds, fn, self.source, self._backend)
+
+    def check_enrollment(self, enrollment: Any) -> Enrollment:
+        """``enrollment`` if this extractor made it; ExtractionError (one line) otherwise."""
+        if not isinstance(enrollment, Enrollment):
+            got = type(enrollment).__name__
+            raise ExtractionError(f"enrollment: expected the result of Extractor.enroll, got {got}")
+        if enrollment.owner is not self._backend:
+            # Its features (and chunk_fn) are the other model's: running them here would
+            # silently extract with the wrong model.
+            raise ExtractionError(
+                f"enrollment: made by the extractor of {enrollment.model or 'another model'}, "
+                f"not by this one ({self.source}); enroll again with this extractor"
+            )
+        return enrollment
 
     def extract(
         self, mixture: Any, sample_rate: int, enrollment: Enrollment, *, name: str = "mixture"
     ) -> np.ndarray:
         """The enrolled talker in ``mixture``: ``(L,)`` float32 at ``sample_rate``, the input's
-        length (multi-channel input is downmixed first)."""
+        length (multi-channel input is downmixed first). ``enrollment`` must come from this
+        extractor's :meth:`enroll`."""
         rate = _check_rate(sample_rate, name)
-        if not isinstance(enrollment, Enrollment):
-            got = type(enrollment).__name__
-            raise ExtractionError(f"enrollment: expected the result of Extractor.enroll, got {got}")
-        if enrollment.sample_rate != self.sample_rate:
-            raise ExtractionError(
-                f"enrollment: made for a {enrollment.sample_rate} Hz model, this one runs at "
-                f"{self.sample_rate} Hz (enroll again with this extractor)"
-            )
+        self.check_enrollment(enrollment)
         x = as_mono(mixture, name)
-        model_rate = resample(x, rate, self.sample_rate)
-        est = separate_array(model_rate, enrollment.chunk_fn, self.plan)
+        est = separate_array(resample(x, rate, self.sample_rate), enrollment.chunk_fn, self.plan)
         return self._at_rate(est, rate, x.size)
+
+    def extract_with_activity(
+        self,
+        mixture: Any,
+        sample_rate: int,
+        enrollment: Enrollment,
+        *,
+        settings: ActivitySettings = ACTIVITY_DEFAULTS,
+        name: str = "mixture",
+    ) -> tuple[np.ndarray, Activity]:
+        """:meth:`extract` plus where the target talks (:mod:`hifi_tse.infer.activity`), read
+        from the same pass at the model rate: ``((L,) float32 at sample_rate, Activity)``.
+        ``settings.speaker_threshold`` adds the GE2E speaker check (resemblyzer's weights)."""
+        rate = _check_rate(sample_rate, name)
+        self.check_enrollment(enrollment)
+        x = as_mono(mixture, name)
+        mix = resample(x, rate, self.sample_rate)
+        est = separate_array(mix, enrollment.chunk_fn, self.plan)
+        similarity_fn = None
+        if settings.speaker_threshold is not None:
+            encoder = self.speaker_encoder()
+
+            def similarity_fn(candidates: np.ndarray) -> np.ndarray:
+                per = settings.frame_seconds  # detect_activity rounds it to whole samples
+                per = max(1, round(per * self.sample_rate)) / self.sample_rate
+                return window_similarity(
+                    encoder, mix, enrollment.waveform, self.sample_rate, candidates, per
+                )
+
+        activity = detect_activity(mix, est, self.sample_rate, settings, similarity_fn)
+        return self._at_rate(est, rate, x.size), activity
+
+    def speaker_encoder(self) -> Any:
+        """The GE2E encoder of the speaker check, loaded once (UserError without weights)."""
+        if self._ge2e is None:
+            from hifi_tse.speaker.ge2e import GE2EEncoder
+
+            self._ge2e = GE2EEncoder.from_pretrained(device=self.device or "cpu")
+        return self._ge2e
 
     def extract_pairs(
         self,

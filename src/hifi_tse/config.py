@@ -93,6 +93,14 @@ class BandSplitConfig:
         doc="also feed each bin's power relative to its band's mean log power (phase-free "
         "fine spectral shape: pitch harmonics, formant slopes); zero-initialised",
     )
+    relative_floor_db: float = _f(
+        0.0,
+        lo=0.0,
+        hi=200.0,
+        doc="floor of every band's power as the encoder sees it, dB below the loudest band "
+        "(of each mixture frame; of the whole enrollment), so rounding noise and dither "
+        "cannot steer the model; 0 = off (checkpoints without the key)",
+    )
 
 
 @dataclass

@@ -5,7 +5,10 @@
    (``train.budget_minutes``: both phases and the learning-rate decay fit in it);
 3. evaluate the shipped demo model and the fresh one on the held-out test voices
    (with the wrong-reference selectivity check);
-4. extract three test mixtures (one target-absent) with ``hifi_tse.Extractor``;
+4. extract three test mixtures (one target-absent) with ``hifi_tse.Extractor`` and score
+   mixture and estimate with no-reference DNSMOS (when the speechmos wheel is installed);
+   detect where each talker of the pyannote two-talker call speaks, against its RTTM
+   (:func:`hifi_tse.eval.activity_eval.call_activity_section`: figures and a PNG);
 5. write ``<out>/report.md`` with the figures, curves and WAVs, and print a summary.
 
 Each stage calls the Python API a user's own script would (``build_demo_corpus``,
@@ -26,6 +29,7 @@ import numpy as np
 
 from hifi_tse.config import load_config
 from hifi_tse.errors import UserError
+from hifi_tse.eval import dnsmos
 from hifi_tse.train.logging_utils import configure_console_logging
 from hifi_tse.utils import atomic_write_text
 
@@ -80,40 +84,52 @@ def _stage(name: str) -> float:
 
 
 def _lacks_installed_real_voices(corpus: Path) -> bool:
-    """A demo corpus built before the real voices were installed (re-running adds them)."""
-    from hifi_tse.data.real_voices import find_real_voices
+    """A demo corpus built before some real voices were installed (re-running adds them)."""
+    from hifi_tse.data.real_voices import (
+        FILLETS_ROOT,
+        FILLETS_SOURCE,
+        installed_package_sources,
+    )
     from hifi_tse.data.store import load_report
 
     if not (corpus / "raw" / "voices.json").is_file():
         return False  # not built by make-demo-corpus: use it as it is
-    tags = {s.get("voices") for s in load_report(corpus).get("sources", [])}
-    if "real" in tags:
-        return False
-    found = find_real_voices(corpus / "raw", 16000, 1.0, 0, pyannote_sample=None)
-    return any(src.name == "fillets" for src in found.sources)
+    names = {s.get("name") for s in load_report(corpus).get("sources", [])}
+    installed = set(installed_package_sources())
+    if any(FILLETS_ROOT.glob("*/cs/*.ogg")):
+        installed.add(FILLETS_SOURCE)
+    return bool(installed - names)
 
 
 def test_voice_kinds(corpus: Path) -> list[str]:
-    """The kinds of voice (real, synthetic) with at least two test speakers in ``corpus``."""
-    from hifi_tse.data.store import load_manifest, load_report
+    """The selections of test voices with at least two test speakers in ``corpus``: real and
+    synthetic; with sources held out whole, the real ones apart as ``unseen-source`` (a
+    recording never heard) and ``seen-source`` (held-out talkers of training sources)."""
+    from hifi_tse.data.store import load_manifest, load_report, selected_sources
 
-    kind_of = {
-        s["name"]: s.get("voices", "real")
-        for s in load_report(corpus).get("sources", [])
-        if s.get("kind") == "speech"
+    report = load_report(corpus)
+    test_speakers = {
+        (r["source"], r["speaker"]) for r in load_manifest(corpus, "test") if r["kind"] == "speech"
     }
-    speakers: dict[str, set[str]] = {}
-    for r in load_manifest(corpus, "test"):
-        if r["kind"] == "speech":
-            speakers.setdefault(kind_of.get(r["source"], "real"), set()).add(
-                f"{r['source']}/{r['speaker']}"
-            )
-    return [k for k in ("real", "synthetic") if len(speakers.get(k, ())) >= 2]
+    order = ("unseen-source", "seen-source", "real", "synthetic")
+    counts = {
+        sel: sum(src in selected_sources(report, sel) for src, _ in test_speakers) for sel in order
+    }
+    split_real = counts["unseen-source"] >= 2
+    dropped = ("real",) if split_real else ("unseen-source", "seen-source")
+    return [k for k in order if counts[k] >= 2 and k not in dropped]
 
 
 def build_corpus(corpus: Path, sample_rate: int, workers: int) -> None:
     if (corpus / "manifest_test.jsonl").is_file() and not _lacks_installed_real_voices(corpus):
-        print(f"reusing demo corpus in {corpus}")
+        from hifi_tse.data.store import load_report
+
+        real = [
+            s["name"]
+            for s in load_report(corpus).get("sources", [])
+            if s.get("kind") == "speech" and s.get("voices", "real") == "real"
+        ]
+        print(f"reusing demo corpus in {corpus}; real voices: {', '.join(real) or 'none'}")
         return
     from hifi_tse.data import demo_corpus as dc
     from hifi_tse.data.demo_corpus_cli import format_summary
@@ -266,17 +282,23 @@ def write_separation_inputs(corpus: Path, cfg_path: Path, out: Path) -> list[dic
 
 
 def separate_examples(checkpoint: Path, rows: list[dict[str, Any]], out: Path) -> None:
-    """Extract each row's mixture with ``hifi_tse.Extractor`` and write the estimate."""
+    """Extract each row's mixture with ``hifi_tse.Extractor`` and write the estimate; with
+    the speechmos wheel installed, ``row["dnsmos"]`` holds the no-reference DNSMOS of mixture
+    and estimate (a few seconds of CPU for the three short mixtures)."""
     from hifi_tse.api import Extractor
     from hifi_tse.audio.io import read_audio, save_audio
+    from hifi_tse.eval.dnsmos import DnsmosScorer
 
     extractor = Extractor.from_checkpoint(checkpoint)
+    quality = DnsmosScorer.try_load()
     for row in rows:
         row["estimate"] = out / f"{row['tag']}_estimate.wav"
         mix, rate = read_audio(row["mix"])
         ref, ref_rate = read_audio(row["ref"])
         estimate = extractor.extract(mix, rate, extractor.enroll(ref, ref_rate))
         save_audio(row["estimate"], estimate, rate)
+        if quality is not None:
+            row["dnsmos"] = quality.compare([mix], [estimate], rate)[0]
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, float | None]:
@@ -363,6 +385,9 @@ def render_report(
                 for k in ("mix", "ref", "estimate", "target")
             ]
             lines.append(f"| {row['tag']} | " + " | ".join(cells) + " |")
+        lines += dnsmos.markdown_section(
+            [(row["tag"], dnsmos.summary([row.get("dnsmos") or {}])) for row in examples]
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -395,7 +420,7 @@ def run(args: argparse.Namespace) -> int:
     links: dict[str, str] = {}
     notes: list[str] = []
     kinds = test_voice_kinds(args.corpus)
-    if "real" not in kinds:
+    if kinds == ["synthetic"]:
         notes.append("No real test voices in this corpus: the figures are on synthetic voices.")
     if args.shipped.is_file():
         t0 = _stage(f"evaluate the shipped demo model {args.shipped}")
@@ -439,6 +464,14 @@ def run(args: argparse.Namespace) -> int:
     examples = write_separation_inputs(args.corpus, args.config, out / "examples")
     separate_examples(separator, examples, out / "examples")
     timings["separate"] = time.perf_counter() - t0
+
+    t0 = _stage(f"target activity on the two-talker call with {separator}")
+    from hifi_tse.eval.activity_eval import call_activity_section
+
+    section = call_activity_section(separator, out)
+    if section is not None:
+        links["Where the target speaks: the two-talker call"] = section
+    timings["activity"] = time.perf_counter() - t0
 
     report = render_report(results, links, examples, out, timings, notes)
     atomic_write_text(out / "report.md", report)

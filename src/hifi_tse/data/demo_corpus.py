@@ -742,9 +742,7 @@ def build_demo_corpus(
     speech_sources = [SpeechSource(raw / SYNTHETIC_SOURCE, "folder", voices="synthetic")]
     real = None
     if real_voices:
-        real = find_real_voices(
-            raw, sample_rate, MIN_SPEECH_SECONDS, voice_variants, **(real_roots or {})
-        )
+        real = _find_real(raw, sample_rate, voice_variants, workers, real_roots, progress)
         speech_sources += real.sources
     report = prepare_corpus(
         speech=speech_sources,
@@ -776,6 +774,27 @@ def build_demo_corpus(
         t_synth,
         time.perf_counter() - t0,
     )
+
+
+def _find_real(
+    raw: Path,
+    sample_rate: int,
+    voice_variants: int,
+    workers: int,
+    real_roots: dict[str, Any] | None,
+    progress: bool,
+) -> Any:
+    """The installed real sources (staged into ``raw``); says which were found."""
+    real = find_real_voices(
+        raw,
+        sample_rate,
+        MIN_SPEECH_SECONDS,
+        voice_variants,
+        **{"workers": workers, **(real_roots or {})},
+    )
+    if progress:
+        print(real.found, flush=True)
+    return real
 
 
 def _summary(
@@ -810,6 +829,8 @@ def _summary(
         "splits": report["splits"],
         "real_voices": _real_summary(report) if real is not None else None,
         "real_missing": real.missing if real is not None else "",
+        "real_found": real.found if real is not None else "",
+        "real_packages": real.summary.get("packages", {}) if real is not None else {},
         "synthesis_seconds": round(t_synth, 2),
         "seconds": round(seconds, 2),
         "report": report,

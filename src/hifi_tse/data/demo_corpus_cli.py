@@ -51,7 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-real-voices",
         action="store_true",
         help="espeak voices only (by default the installed real voices are added: "
-        "fillets-ng-data-cs/-nl, alsa-utils, the pyannote.audio sample)",
+        "fillets-ng-data-cs/-nl, alsa-utils, the pyannote.audio sample and every package "
+        "source of hifi_tse.data.sources found; `make real-voices` installs them)",
+    )
+    parser.add_argument(
+        "--real-voices-root",
+        type=Path,
+        default=None,
+        help="where `make real-voices` extracted the packages (default data/real-voices; "
+        "packages installed system-wide are found as well)",
     )
     parser.add_argument(
         "--voice-variants",
@@ -88,6 +96,14 @@ def format_summary(summary: dict) -> str:
             f"real voices ({', '.join(real['sources'])}): {per} talkers "
             f"(train includes {real['variant_speakers']} pitch/formant variants)"
         )
+    for name, pkg in summary.get("real_packages", {}).items():
+        dropped = ", ".join(f"{why} {n}" for why, n in pkg["dropped"].items()) or "none"
+        lines.append(
+            f"  {name} ({pkg['role']}): {pkg['talkers']} talkers, {pkg['minutes']:.1f} min "
+            f"from {pkg['kept']} of {pkg['clips']} clips (dropped: {dropped})"
+        )
+    if summary.get("real_found"):
+        lines.append(summary["real_found"])
     if summary.get("real_missing"):
         lines.append(summary["real_missing"])
     lines.append(
@@ -114,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         real_voices=not args.no_real_voices,
         voice_variants=args.voice_variants,
+        real_roots={"extract_root": args.real_voices_root} if args.real_voices_root else None,
     )
     print(format_summary(summary))
     return 0

@@ -45,7 +45,10 @@ class SpeechSource:
     ``test_speakers``, when either is given, fix this source's held-out speakers (every other
     speaker trains) instead of the share-based split. ``voice_variants`` pitch/formant-shifted
     copies are made of each training speaker (see :mod:`hifi_tse.data.voice_variants`).
-    ``name`` names the source in manifests (default: the folder's name).
+    ``name`` names the source in manifests (default: the folder's name). ``whole_split``
+    (``"train"``, ``"val"`` or ``"test"``) puts every speaker of the source in that split:
+    held out, a recording chain no training talker shares, the harder test of a model meant
+    for unheard recordings; ``"train"``, a source none of whose talkers is held out.
     """
 
     root: Path
@@ -56,6 +59,7 @@ class SpeechSource:
     test_speakers: tuple[str, ...] = ()
     voice_variants: int = 0
     name: str | None = None
+    whole_split: str | None = None
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ from hifi_tse.data.store import (
     load_manifest,
     load_report,
     manifest_path,
+    selected_sources,
     speech_source_voices,
 )
 from hifi_tse.errors import UserError
@@ -110,7 +111,9 @@ class Sources:
     Speakers are ``source/speaker`` strings (two corpora may reuse an id), sorted, each with
     at least two utterances (``prepare`` guarantees it). ``voices`` (``"real"`` or
     ``"synthetic"``) keeps only the speakers of sources with that tag in the prepare report
-    (untagged sources count as real recordings), for figures on one kind of voice.
+    (untagged sources count as real recordings), for figures on one kind of voice;
+    ``"unseen-source"`` / ``"seen-source"`` keep the real sources held out whole / the
+    others (:func:`hifi_tse.data.store.selected_sources`).
     """
 
     def __init__(
@@ -121,9 +124,7 @@ class Sources:
         self.voices = voices
         report = load_report(self.packs_dir)
         kind_of_source = speech_source_voices(report, voices)
-        kept_sources = {
-            name for name, kind in kind_of_source.items() if voices is None or kind == voices
-        }
+        kept_sources = selected_sources(report, voices)
         if int(report["sample_rate"]) != sample_rate:
             raise UserError(
                 f"{self.packs_dir}: packs are at {report['sample_rate']} Hz, the config's "

@@ -368,6 +368,7 @@ def _scan_sources(
                 "layout": layout_used,
                 "voices": src.voices,
                 "voice_variants": src.voice_variants,
+                "whole_split": src.whole_split,
             }
         )
         tasks += [_task("speech", name, f) for f in files]
@@ -456,6 +457,10 @@ def _drop_small_speakers_rows(
     return kept, excluded
 
 
+HELD_OUT_SPLITS = ("val", "test")  # where a source held out whole may go
+WHOLE_SPLITS = ("train", *HELD_OUT_SPLITS)  # SpeechSource.whole_split's values
+
+
 def _assign_splits(
     tasks: list[_Task],
     val_ratio: float,
@@ -489,7 +494,15 @@ def _assign_splits(
 
 
 def _fixed_splits(src: SpeechSource, speakers: set[str]) -> dict[str, str]:
-    """speaker → split for the named held-out speakers of ``src`` found in ``speakers``."""
+    """speaker → split for the named held-out speakers of ``src`` found in ``speakers`` (all of
+    them for a source with a ``whole_split``)."""
+    if src.whole_split is not None:
+        if src.whole_split not in WHOLE_SPLITS or src.val_speakers or src.test_speakers:
+            raise UserError(
+                f"{src.root}: whole_split must be one of {', '.join(WHOLE_SPLITS)}, without "
+                f"named val/test speakers; got {src.whole_split!r}"
+            )
+        return dict.fromkeys(speakers, src.whole_split)
     both = sorted(set(src.val_speakers) & set(src.test_speakers))
     if both:
         raise UserError(f"{src.root}: speaker(s) {', '.join(both)} named for both val and test")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from hifi_tse.config import load_config
 from hifi_tse.data.layouts import LAYOUTS, parse_source
-from hifi_tse.data.prepare import prepare_corpus
+from hifi_tse.data.prepare import HELD_OUT_SPLITS, prepare_corpus
 from hifi_tse.data.store import DEFAULT_STORAGE, STORAGES
+from hifi_tse.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "held-out speakers from --val-speakers/--test-speakers only)",
     )
     parser.add_argument("--test-speakers", default="", metavar="ID,ID", help="as --val-speakers")
+    parser.add_argument(
+        "--held-out-sources",
+        default="",
+        metavar="NAME=SPLIT,...",
+        help="hold whole --speech sources out (NAME is the folder's name, SPLIT val or test): "
+        "a recording chain never trained on; `evaluate --voices unseen-source` scores them",
+    )
     parser.add_argument(
         "--voice-variants",
         type=int,
@@ -86,6 +94,17 @@ def _ids(text: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def _held_out_sources(text: str) -> dict[str, str]:
+    """``NAME=SPLIT,...`` -> {name: split}; one-line UserError on a malformed item."""
+    out = {}
+    for item in _ids(text):
+        name, sep, split = item.partition("=")
+        if not sep or split not in HELD_OUT_SPLITS or not name:
+            raise UserError(f"--held-out-sources: expected NAME=val or NAME=test, got {item!r}")
+        out[name] = split
+    return out
+
+
 def _pick(value: float | int | None, default: float | int) -> float | int:
     return default if value is None else value
 
@@ -94,18 +113,23 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     val_speakers = _ids(args.val_speakers)
     test_speakers = _ids(args.test_speakers)
+    held_out = _held_out_sources(args.held_out_sources)
     speech = []
     for spec in args.speech:
         src = parse_source(spec)
+        whole = held_out.pop(src.root.name, None)
         speech.append(
             dataclasses.replace(
                 src,
                 voices="synthetic" if args.synthetic else "real",
-                voice_variants=args.voice_variants,
-                val_speakers=val_speakers,
-                test_speakers=test_speakers,
+                voice_variants=0 if whole else args.voice_variants,
+                val_speakers=() if whole else val_speakers,
+                test_speakers=() if whole else test_speakers,
+                whole_split=whole,
             )
         )
+    if held_out:
+        raise UserError(f"--held-out-sources: no --speech folder named {', '.join(held_out)}")
     report = prepare_corpus(
         speech=speech,
         noise=[Path(p) for p in args.noise],

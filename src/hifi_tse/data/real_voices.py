@@ -24,14 +24,18 @@ is reported in one line.
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hifi_tse.audio.io import read_audio, resample, save_audio
 from hifi_tse.data.layouts import SpeechSource
+from hifi_tse.data.sources.base import VoiceSource, search_prefixes, stage_source
 from hifi_tse.errors import UserError
 from hifi_tse.utils import atomic_write_text
 
@@ -72,13 +76,35 @@ EXTRA_SOURCE = "real_extra"  # folder (and source name) of the staged ALSA / pya
 ALSA_PAD_SECONDS = 0.1
 
 
+# How each package source (``hifi_tse.data.sources``) enters the demo corpus: its talkers
+# train (a few held out by the rule below), or the whole source is held out for validation
+# or test: a recording chain the model never hears in training.
+# Tux Paint's narrators (13 talkers, 14 languages) are the test's recording chain never heard:
+# another project, and no talker of theirs within 0.82 GE2E cosine of any other source's.
+# Kajongg's five callers validate the same way (at most 0.80 to the other sources).
+SOURCE_ROLES: dict[str, str] = {"tuxpaint": "test", "kajongg": "val"}
+TRAIN_ROLE = "train"
+# Talkers of each training source held out, chosen by a hash of their ids among those with
+# enough speech to be scored (fixed by the ids alone: a rebuild picks the same ones).
+HELD_OUT_PER_SOURCE = {"val": 1, "test": 1}
+MIN_HELD_OUT_SECONDS = 60.0
+# Sources whose talker ids are too uncertain to hold one out (a held-out "talker" who is
+# partly a training one would flatter the test): Hedgewars' voice packs sit 0.87-0.97 from
+# each other by GE2E, as close as two halves of one pack (data/sources/hedgewars.py).
+TRAIN_ONLY_SOURCES = ("hedgewars",)
+# Pitch/formant variants per training talker of the package sources: they were for
+# multiplying a few talkers; with a hundred, rendering them would cost more than it adds.
+PACKAGE_VOICE_VARIANTS = 0
+
+
 @dataclass(frozen=True)
 class RealVoices:
     """The real speech sources found, and one line on what is missing."""
 
     sources: list[SpeechSource]
-    summary: dict[str, int]
+    summary: dict[str, Any]
     missing: str
+    found: str = ""
 
 
 def find_real_voices(
@@ -90,10 +116,17 @@ def find_real_voices(
     fillets_root: Path = FILLETS_ROOT,
     alsa_root: Path = ALSA_ROOT,
     pyannote_sample: Path | None = None,
+    package_sources: Sequence[VoiceSource] | None = None,
+    extract_root: Path | None = None,
+    workers: int = 1,
 ) -> RealVoices:
-    """Real sources for the demo corpus; stages ALSA and pyannote clips in ``raw/real_extra``.
+    """Real sources for the demo corpus; stages ALSA and pyannote clips in ``raw/real_extra``
+    and every installed package source in ``raw/<source>``.
 
     ``pyannote_sample`` (the sample's path without suffix) defaults to the installed wheel's.
+    ``package_sources`` default to every module of :mod:`hifi_tse.data.sources`, looked for
+    in the system and below ``extract_root`` (default ``data/real-voices``, where
+    ``make real-voices`` extracts them).
     """
     sources, missing, summary = [], [], {}
     if any(fillets_root.glob(f"*/{lang}/*.ogg") for lang in ("cs", "nl")):
@@ -137,8 +170,108 @@ def find_real_voices(
                 voice_variants=voice_variants,
             )
         )
+    packaged, package_missing, summary["packages"] = _package_sources(
+        raw, sample_rate, voice_variants, package_sources, extract_root, workers
+    )
+    sources += packaged
+    missing += package_missing
     line = "real voices missing: " + "; ".join(missing) if missing else ""
-    return RealVoices(sources=sources, summary=summary, missing=line)
+    return RealVoices(sources=sources, summary=summary, missing=line, found=_found_line(sources))
+
+
+def installed_package_sources(
+    package_sources: Sequence[VoiceSource] | None = None, extract_root: Path | None = None
+) -> list[str]:
+    """Names of the package sources installed here (found, not staged)."""
+    if package_sources is None:
+        from hifi_tse.data.sources import all_sources
+
+        package_sources = all_sources()
+    prefixes = search_prefixes(extract_root)
+    return [s.name for s in package_sources if s.find(prefixes) is not None]
+
+
+def _found_line(sources: list[SpeechSource]) -> str:
+    names = [src.name or src.root.name for src in sources]
+    return f"real voices found: {', '.join(names)}" if names else "real voices found: none"
+
+
+def _package_sources(
+    raw: Path,
+    sample_rate: int,
+    voice_variants: int,
+    package_sources: Sequence[VoiceSource] | None,
+    extract_root: Path | None,
+    workers: int,
+) -> tuple[list[SpeechSource], list[str], dict[str, Any]]:
+    """Stage every installed package source; its SpeechSource with its held-out talkers."""
+    if package_sources is None:
+        from hifi_tse.data.sources import all_sources
+
+        package_sources = all_sources()
+    prefixes = search_prefixes(extract_root)
+    out, missing, summary = [], [], {}
+    for voice_source in package_sources:
+        root = voice_source.find(prefixes)
+        if root is None:
+            missing.append(f"{voice_source.name} ({voice_source.package}: make real-voices)")
+            continue
+        report = stage_source(
+            voice_source, root, raw / voice_source.name, sample_rate, workers=workers
+        )
+        role = SOURCE_ROLES.get(voice_source.name, TRAIN_ROLE)
+        summary[voice_source.name] = {
+            "role": role,
+            **{k: report[k] for k in ("clips", "kept", "dropped", "talkers", "minutes")},
+        }
+        if not report["talkers"]:
+            continue
+        trains_all = role != TRAIN_ROLE or voice_source.name in TRAIN_ONLY_SOURCES
+        held = (
+            {}
+            if trains_all
+            else held_out_talkers(
+                report["seconds_by_talker"], HELD_OUT_PER_SOURCE, MIN_HELD_OUT_SECONDS
+            )
+        )
+        out.append(
+            SpeechSource(
+                raw / voice_source.name,
+                "folder",
+                voices="real",
+                name=voice_source.name,
+                voice_variants=min(voice_variants, PACKAGE_VOICE_VARIANTS)
+                if role == TRAIN_ROLE
+                else 0,
+                # A training source without held-out talkers trains them all (no share-based
+                # split of its talkers).
+                whole_split=None if held else role,
+                val_speakers=held.get("val", ()),
+                test_speakers=held.get("test", ()),
+            )
+        )
+    return out, missing, summary
+
+
+def held_out_talkers(
+    seconds_by_talker: dict[str, float],
+    counts: dict[str, int] = HELD_OUT_PER_SOURCE,
+    min_seconds: float = MIN_HELD_OUT_SECONDS,
+) -> dict[str, tuple[str, ...]]:
+    """Split name -> talkers of one training source held out for it: taken in the order of a
+    hash of their ids among those with at least ``min_seconds`` of speech, validation first.
+    A source with too few such talkers to keep one for training holds none out."""
+    eligible = sorted(
+        (t for t, sec in seconds_by_talker.items() if sec >= min_seconds),
+        key=lambda t: hashlib.sha1(t.encode()).hexdigest(),
+    )
+    if len(eligible) <= sum(counts.values()):
+        return {}
+    held, start = {}, 0
+    for split, count in counts.items():
+        held[split] = tuple(eligible[start : start + count])
+        start += count
+    return held
 
 
 def _pyannote_sample() -> Path | None:

@@ -117,19 +117,40 @@ def load_report(packs_dir: Path) -> dict[str, Any]:
 
 
 VOICE_KINDS = ("real", "synthetic")
+# Narrower selections of the real voices, for evaluation: the talkers of sources held out
+# whole (a recording chain never trained on) and those of sources that also train.
+REAL_SOURCE_GROUPS = ("unseen-source", "seen-source")
+VOICE_SELECTIONS = VOICE_KINDS + REAL_SOURCE_GROUPS
 
 
 def speech_source_voices(report: dict[str, Any], voices: str | None) -> dict[str, str]:
     """Speech source name -> ``"real"`` / ``"synthetic"`` from a prepare report (untagged
-    sources are real). ``voices``, when given, is checked to be one of :data:`VOICE_KINDS`
-    (UserError otherwise)."""
-    if voices is not None and voices not in VOICE_KINDS:
-        raise UserError(f"voices: expected one of {', '.join(VOICE_KINDS)}, got {voices!r}")
+    sources are real). ``voices``, when given, is checked to be one of
+    :data:`VOICE_SELECTIONS` (UserError otherwise)."""
+    if voices is not None and voices not in VOICE_SELECTIONS:
+        raise UserError(f"voices: expected one of {', '.join(VOICE_SELECTIONS)}, got {voices!r}")
     return {
         s["name"]: s.get("voices", "real")
         for s in report.get("sources", [])
         if s.get("kind") == "speech"
     }
+
+
+def selected_sources(report: dict[str, Any], voices: str | None) -> set[str]:
+    """Names of the speech sources whose speakers ``voices`` (one of
+    :data:`VOICE_SELECTIONS`, None: all) selects, from a prepare report."""
+    kinds = speech_source_voices(report, voices)
+    if voices is None:
+        return set(kinds)
+    if voices in VOICE_KINDS:
+        return {name for name, kind in kinds.items() if kind == voices}
+    held_whole = {
+        s["name"]
+        for s in report.get("sources", [])
+        if s.get("kind") == "speech" and s.get("whole_split") in ("val", "test")
+    }
+    real = {name for name, kind in kinds.items() if kind == "real"}
+    return real & held_whole if voices == "unseen-source" else real - held_whole
 
 
 def check_storage(storage: str) -> str:

@@ -2,7 +2,7 @@
 report.md and figures.
 
     hifi-tse evaluate --checkpoint ckpt.pt --data packs --split test --examples 400 \\
-        --seed 0 --out eval/ [--wrong-reference] [--partial-presence]
+        --seed 0 --out eval/ [--wrong-reference] [--partial-presence] [--dnsmos]
     hifi-tse evaluate --checkpoint ckpt.pt --list pairs.csv --out eval/
 
 ``--list``: CSV rows ``mix, ref, target`` (target empty = target absent; several
@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hifi_tse.data.store import VOICE_SELECTIONS
 from hifi_tse.errors import UserError
 from hifi_tse.infer.separate_cli import (
     CHUNK_SECONDS,
@@ -46,6 +47,8 @@ def eval_options(
     partial_ramp_seconds: float = PARTIAL_RAMP_SECONDS,
     speaker_similarity: bool = True,
     precision: str = "fp32",
+    dnsmos: bool = False,
+    activity: bool = False,
 ) -> EvalOptions:
     """The evaluation protocol: the CLI's defaults unless given (``hifi-tse evaluate`` and
     ``hifi-tse demo`` both build it here)."""
@@ -66,6 +69,8 @@ def eval_options(
         device=device,
         speaker_similarity=speaker_similarity,
         precision=precision,
+        dnsmos=dnsmos,
+        activity=activity,
     )
 
 
@@ -94,10 +99,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--voices",
-        choices=("real", "synthetic"),
+        choices=VOICE_SELECTIONS,
         default=None,
         help="mix only real recorded or only synthetic speakers of --split (sources are "
-        "tagged by prepare; default: all)",
+        "tagged by prepare; default: all); unseen-source / seen-source: only the real "
+        "sources held out whole / the real sources that also train",
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="examples per forward")
@@ -105,6 +111,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.add_argument("--raw-weights", action="store_true", help="score 'model', not EMA")
     add_precision_argument(p)
+    _add_scoring_arguments(p)
+
+
+def _add_scoring_arguments(p: argparse.ArgumentParser) -> None:
+    """What is scored beyond SI-SDR: perceptual, speaker, DNSMOS, activity, partial presence."""
     p.add_argument("--no-perceptual", action="store_true", help="skip PESQ and STOI")
     p.add_argument(
         "--no-speaker-similarity",
@@ -112,11 +123,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="skip the GE2E speaker similarity (needs resemblyzer's weights: "
         "pip install --no-deps resemblyzer)",
     )
+    p.add_argument(
+        "--dnsmos",
+        action="store_true",
+        help="also score mixture and estimate with no-reference DNSMOS P.835, personalised "
+        "P.835 and P.808 (every mode, --no-target too; at 16 kHz; needs: "
+        "pip install --no-deps speechmos==0.0.1.1)",
+    )
     p.add_argument("--snr-bins", default=SNR_EDGES, help="ascending SNR bin edges, dB (csv)")
     p.add_argument(
         "--wrong-reference",
         action="store_true",
         help="also score every TP example with another speaker's enrollment",
+    )
+    p.add_argument(
+        "--activity",
+        action="store_true",
+        help="score target-activity detection (hifi_tse.infer.activity): frame precision, "
+        "recall and F1 on partial-presence mixtures (implies --partial-presence) and the "
+        "share of frames flagged on TA mixtures",
     )
     p.add_argument(
         "--partial-presence",
@@ -177,7 +202,13 @@ def run(args: argparse.Namespace) -> int:
         partial_ramp_seconds=args.partial_ramp_seconds,
         speaker_similarity=not args.no_speaker_similarity,
         precision=check_precision(args.precision, device),
+        dnsmos=args.dnsmos,
+        activity=args.activity,
     )
+    if args.dnsmos:
+        from hifi_tse.eval.dnsmos import DnsmosScorer
+
+        DnsmosScorer()  # a missing wheel fails here, before the model runs
     metrics = evaluate_checkpoint(
         args.checkpoint,
         args.out,
@@ -187,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         examples=args.examples,
         seed=args.seed,
-        partial_presence=args.partial_presence,
+        partial_presence=args.partial_presence or args.activity,
         partial_seconds=args.partial_seconds,
         partial_examples=args.partial_examples,
         use_ema=not args.raw_weights,
@@ -200,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"n={metrics['examples']} speaker similarity "
             + (f"{sim:.3f} (gain {gain:+.3f} over the mixture)" if sim is not None else "–")
+            + _dnsmos_summary(metrics.get("dnsmos"))
             + f"; report: {args.out / 'report.md'}"
         )
         return 0
@@ -209,5 +241,30 @@ def run(args: argparse.Namespace) -> int:
         line += f" SI-SDRi {tp['si_sdri']['mean']:.2f} dB"
     if ta["count"] and ta["suppression_db"]["mean"] is not None:
         line += f"; TA n={ta['count']} suppression {ta['suppression_db']['mean']:.2f} dB"
+    line += _dnsmos_summary((metrics.get("dnsmos") or {}).get("tp"))
+    line += _activity_summary(metrics.get("activity"))
     print(f"{line}; report: {args.out / 'report.md'}")
     return 0
+
+
+def _activity_summary(block: dict | None) -> str:
+    """``; activity F1 0.86, TA frames flagged 17.5 %`` or nothing when not scored."""
+    group = (block or {}).get("all")
+    if not group:
+        return ""
+    parts = []
+    if group["partial"] and group["partial"]["f1"] is not None:
+        parts.append(f"activity F1 {group['partial']['f1']:.2f}")
+    if group["ta"] and group["ta"]["flagged_share"] is not None:
+        parts.append(f"TA frames flagged {100 * group['ta']['flagged_share']:.1f} %")
+    return "; " + ", ".join(parts) if parts else ""
+
+
+def _dnsmos_summary(block: dict | None) -> str:
+    """``; DNSMOS OVRL 2.10 → 2.85`` (mixture → estimate means) or nothing when not scored."""
+    from hifi_tse.eval.dnsmos import MIX_SUFFIX, PREFIX
+
+    est, mix = (block or {}).get(f"{PREFIX}ovrl"), (block or {}).get(f"{PREFIX}ovrl{MIX_SUFFIX}")
+    if not est or est.get("mean") is None or not mix or mix.get("mean") is None:
+        return ""
+    return f"; DNSMOS OVRL {mix['mean']:.2f} → {est['mean']:.2f}"

@@ -31,7 +31,10 @@ from hifi_tse.api import BATCH_CHUNKS, Extractor
 from hifi_tse.audio.io import load_audio
 from hifi_tse.checkpoints import read_checkpoint
 from hifi_tse.config import Config, ConfigError, apply_overrides, config_from_dict
+from hifi_tse.data.store import load_report, speech_source_voices
 from hifi_tse.errors import UserError
+from hifi_tse.eval.activity_eval import partial_activity, score_ta_activity
+from hifi_tse.eval.dnsmos import DnsmosScorer
 from hifi_tse.eval.metrics import region_energy_db, score_example, si_sdr
 from hifi_tse.eval.report import snr_bin_label, write_report
 from hifi_tse.eval.similarity import SpeakerSimilarity
@@ -54,6 +57,8 @@ class EvalOptions:
     progress: bool = True
     speaker_similarity: bool = True  # GE2E cosines (skipped with a warning without weights)
     precision: str = "fp32"  # or "bf16" (autocast; native-bf16 devices)
+    dnsmos: bool = False  # no-reference DNSMOS of mixture and estimate (speechmos's models)
+    activity: bool = False  # target-activity frames on partial-presence and TA mixtures
 
 
 # --------------------------------------------------------------------------- inputs
@@ -178,6 +183,7 @@ def _record(
     snr = item.get("snr_db")
     snr = float(snr) if snr is not None and math.isfinite(float(snr)) else None
     n_int = int(item.get("num_interferers", -1))
+    speaker = meta.get("target_speaker")
     return {
         "position": position,
         "index": int(item["index"]),
@@ -186,7 +192,9 @@ def _record(
         "snr_db": snr,
         "snr_bin": snr_bin_label(snr, edges),
         "num_interferers": n_int if n_int >= 0 else "unknown",
-        "target_speaker": meta.get("target_speaker"),
+        "target_speaker": speaker,
+        # the speech source of the enrolled talker ("source/speaker" ids)
+        "target_source": speaker.split("/", 1)[0] if speaker else None,
         **scores,
     }
 
@@ -264,6 +272,25 @@ def _similarities(
     )
 
 
+def _dnsmos_fields(
+    scorer: DnsmosScorer | None,
+    batch: list[tuple[int, dict[str, Any]]],
+    ests: list[np.ndarray],
+    sr: int,
+) -> list[dict[str, float]]:
+    """DNSMOS of each mixture and estimate of a batch (empty dicts without a scorer)."""
+    if scorer is None:
+        return [{} for _ in batch]
+    return scorer.compare([it["mix"] for _, it in batch], ests, sr)
+
+
+def _dnsmos_scorer() -> DnsmosScorer:
+    """The DNSMOS scorer on as many CPU threads as the model's torch runs on (``--threads``)."""
+    import torch
+
+    return DnsmosScorer(threads=torch.get_num_threads())
+
+
 def _score_wrong_references(
     extractor: Extractor,
     items: Sequence[dict[str, Any]],
@@ -301,11 +328,14 @@ def evaluate_model(
     out_dir: Path | None = None,
     partial_items: Sequence[dict[str, Any]] = (),
     info: dict[str, Any] | None = None,
+    kind_of_source: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Score ``extractor`` on ``items`` (at its model rate); write the report into
     ``out_dir`` (when given).
 
     ``partial_items``: TP items to turn into partial-presence mixtures (empty = skip).
+    ``kind_of_source``: speech source -> ``"real"`` / ``"synthetic"`` (the prepare report's
+    tags), for the breakdown by kind of enrolled voice.
     Returns the metrics dict (the content of metrics.json).
     """
     from tqdm import tqdm
@@ -314,6 +344,7 @@ def evaluate_model(
         raise UserError("evaluation set is empty")
     sr = extractor.sample_rate
     similarity = SpeakerSimilarity.try_load(opts.device) if opts.speaker_similarity else None
+    dnsmos = _dnsmos_scorer() if opts.dnsmos else None  # asked for: a missing wheel is an error
     records: list[dict[str, Any]] = []
     metas: list[dict[str, Any]] = []  # light copies for the wrong-reference pairing
     quiet = None if opts.progress else True  # None: bar only on a terminal
@@ -323,13 +354,18 @@ def evaluate_model(
                 extractor, [it["mix"] for _, it in batch], [it["ref"] for _, it in batch]
             )
             sims = _similarities(similarity, batch, ests, sr)
-            for (i, it), est, sim in zip(batch, ests, sims):
+            quality = _dnsmos_fields(dnsmos, batch, ests, sr)
+            for (i, it), est, sim, dq in zip(batch, ests, sims, quality):
                 scores = score_example(
                     est, it["mix"], it["target"], it["target_present"], sr, opts.perceptual
                 )
-                records.append(_record(i, it, {**scores, **sim}, opts.snr_edges))
+                records.append(_record(i, it, {**scores, **sim, **dq}, opts.snr_edges))
+                if opts.activity and not it["target_present"]:
+                    records[-1].update(score_ta_activity(est, it["mix"], sr))
                 metas.append({"target_present": it["target_present"], "meta": it.get("meta")})
             bar.update(len(batch))
+    for r in records:  # the kind of the enrolled voice (None in list mode)
+        r["voice_kind"] = (kind_of_source or {}).get(r["target_source"])
 
     if opts.wrong_reference:
         _score_wrong_references(extractor, items, records, metas, opts, quiet)
@@ -346,7 +382,13 @@ def evaluate_model(
             )
             if pp:
                 ests = _forward(extractor, [p["mix"] for p in pp], [p["ref"] for p in pp])
-                partial_records += [score_partial(e, p, sr) for p, e in zip(pp, ests)]
+                partial_records += [
+                    {
+                        **score_partial(e, p, sr),
+                        **(partial_activity(e, p, sr, kind_of_source) if opts.activity else {}),
+                    }
+                    for p, e in zip(pp, ests)
+                ]
 
     info = dict(info or {})
     info.setdefault("examples", len(items))
@@ -426,7 +468,7 @@ def _evaluate_no_target(
 
     extractor = load_extractor(checkpoint, opts, ema)
     items = load_unlabelled_items(Path(list_path), extractor.sample_rate)
-    return evaluate_unlabelled(extractor, items, Path(out_dir), opts.device)
+    return evaluate_unlabelled(extractor, items, Path(out_dir), opts.device, opts.dnsmos)
 
 
 def load_extractor(checkpoint: Path, opts: EvalOptions, use_ema: bool = True) -> Extractor:
@@ -518,4 +560,6 @@ def evaluate_checkpoint(
         "mix_overrides": list(mix_overrides),
         "voices": voices if data is not None else None,
     }
-    return evaluate_model(extractor, items, opts, out_dir, partial, info)
+    # Speech source -> kind of voice (the prepare report's tags): the by-kind breakdown.
+    kinds = speech_source_voices(load_report(Path(data)), None) if data is not None else None
+    return evaluate_model(extractor, items, opts, out_dir, partial, info, kinds)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from hifi_tse.audio.io import save_audio
+from hifi_tse.eval import activity_eval, dnsmos
 from hifi_tse.eval.metrics import EPS, summarize
 from hifi_tse.utils import atomic_write_bytes, atomic_write_text
 
@@ -40,6 +41,8 @@ CSV_COLUMNS = (
     "snr_bin",
     "num_interferers",
     "target_speaker",
+    "target_source",
+    "voice_kind",
     "si_sdr",
     "si_sdr_mix",
     "si_sdri",
@@ -133,6 +136,13 @@ def wrong_reference_block(records: list[dict[str, Any]]) -> dict[str, Any] | Non
     }
 
 
+def dnsmos_block(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """DNSMOS of mixtures and estimates, TP and TA apart (None when not scored)."""
+    tp = dnsmos.summary([r for r in records if r["target_present"]])
+    ta = dnsmos.summary([r for r in records if not r["target_present"]])
+    return {"tp": tp, "ta": ta} if tp or ta else None
+
+
 def partial_block(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not records:
         return None
@@ -158,8 +168,15 @@ def build_metrics(
     metrics["by_num_interferers"] = breakdown(records, "num_interferers")
     # the enrolled talker: the target in TP examples, the absent enrollee in TA ones
     metrics["by_target_speaker"] = breakdown(records, "target_speaker")
+    # ... its kind of voice and its speech source: a model turns down the voices it is unsure
+    # of (a source never trained on) while the whole set's level looks right. Empty when the
+    # records do not say (list mode).
+    for key in ("voice_kind", "target_source"):
+        metrics[f"by_{key}"] = breakdown([r for r in records if r.get(key) is not None], key)
     metrics["wrong_reference"] = wrong_reference_block(records)
+    metrics["dnsmos"] = dnsmos_block(records)
     metrics["partial_presence"] = partial_block(partial)
+    metrics["activity"] = activity_eval.activity_block(records, partial)  # None: not scored
     return metrics
 
 
@@ -176,10 +193,12 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 def write_csv(path: Path, records: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    scored = [c for c in dnsmos.COLUMNS if any(r.get(c) is not None for r in records)]
+    columns = (*CSV_COLUMNS, *scored)
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     for r in records:
-        writer.writerow({k: _fmt(r.get(k), 4) for k in CSV_COLUMNS})
+        writer.writerow({k: _fmt(r.get(k), 4) for k in columns})
     atomic_write_text(path, buf.getvalue())
 
 
@@ -236,6 +255,31 @@ def _similarity_lines(tp: dict[str, Any]) -> list[str]:
     return ["", line + "."]
 
 
+# The breakdowns of metrics.json, with their report.md headings ("By ...").
+BREAKDOWNS = (
+    ("input SNR bin (dB)", "by_snr_bin"),
+    ("interferers", "by_num_interferers"),
+    ("enrolled talker (absent in TA)", "by_target_speaker"),
+    ("kind of enrolled voice", "by_voice_kind"),
+    ("speech source of the enrolled talker", "by_target_source"),
+)
+
+
+def _breakdown_sections(metrics: dict[str, Any]) -> list[str]:
+    """A "## By ..." section (TP table, TA table) per non-empty breakdown of ``metrics``."""
+    out: list[str] = []
+    for title, key in BREAKDOWNS:
+        groups = metrics.get(key)
+        if not groups:
+            continue
+        out += ["", f"## By {title}", "", "TP:", ""]
+        out += _tp_table([(name, g["tp"]) for name, g in groups.items() if g["tp"]["count"]])
+        ta_rows = [(name, g["ta"]) for name, g in groups.items() if g["ta"]["count"]]
+        if ta_rows:
+            out += ["", "TA:", ""] + _ta_table(ta_rows)
+    return out
+
+
 def render_markdown(metrics: dict[str, Any], figures: list[tuple[str, str]]) -> str:
     """report.md: headline tables, breakdowns, robustness checks and figure links."""
     out = [f"# Evaluation report: {metrics.get('checkpoint', '')}", ""]
@@ -261,17 +305,9 @@ def render_markdown(metrics: dict[str, Any], figures: list[tuple[str, str]]) -> 
     out += _similarity_lines(metrics["tp"])
     out += ["", "## Target absent (TA)", ""]
     out += _ta_table([("all", metrics["ta"])])
-    for title, key in (
-        ("input SNR bin (dB)", "by_snr_bin"),
-        ("interferers", "by_num_interferers"),
-        ("enrolled talker (absent in TA)", "by_target_speaker"),
-    ):
-        groups = metrics[key]
-        out += ["", f"## By {title}", "", "TP:", ""]
-        out += _tp_table([(name, g["tp"]) for name, g in groups.items() if g["tp"]["count"]])
-        ta_rows = [(name, g["ta"]) for name, g in groups.items() if g["ta"]["count"]]
-        if ta_rows:
-            out += ["", "TA:", ""] + _ta_table(ta_rows)
+    quality = metrics.get("dnsmos") or {}
+    out += dnsmos.markdown_section([("TP", quality.get("tp")), ("TA", quality.get("ta"))])
+    out += _breakdown_sections(metrics)
     wrong = metrics.get("wrong_reference")
     if wrong:
         out += [
@@ -305,6 +341,7 @@ def render_markdown(metrics: dict[str, Any], figures: list[tuple[str, str]]) -> 
             f"{_ms(partial['ta_after_db'])} | {_ms(partial['contrast_db'])} | "
             f"{_ms(partial['si_sdr_tp_region'])} |",
         ]
+    out += activity_eval.markdown_lines(metrics.get("activity"))
     if figures:
         out += ["", "## Figures", ""]
         out += [f"![{caption}]({rel})" for caption, rel in figures]

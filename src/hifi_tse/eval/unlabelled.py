@@ -1,8 +1,9 @@
 """Score extraction on a user's own recordings: mixture and enrollment, no clean target.
 
 ``hifi-tse evaluate --list pairs.csv --no-target``: for each ``mix, ref`` row the model's
-estimate is scored by speaker similarity alone (GE2E cosine of estimate ↔ enrollment,
-against mixture ↔ enrollment as the baseline) and by how much level it removed. Writes
+estimate is scored by speaker similarity (GE2E cosine of estimate ↔ enrollment,
+against mixture ↔ enrollment as the baseline), by how much level it removed and, with
+``--dnsmos``, by the no-reference DNSMOS of mixture and estimate. Writes
 ``metrics.json``, ``per_example.csv`` and ``report.md`` into the output folder.
 """
 
@@ -15,10 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from hifi_tse.api import Extractor
 from hifi_tse.audio.io import load_audio
 from hifi_tse.errors import UserError
+from hifi_tse.eval.dnsmos import COLUMNS as DNSMOS_COLUMNS
+from hifi_tse.eval.dnsmos import DnsmosScorer
+from hifi_tse.eval.dnsmos import markdown_section as dnsmos_section
+from hifi_tse.eval.dnsmos import summary as dnsmos_summary
 from hifi_tse.eval.metrics import energy_db, summarize
 from hifi_tse.eval.similarity import SpeakerSimilarity
 from hifi_tse.infer.separate import read_csv_rows
@@ -39,11 +45,17 @@ def load_unlabelled_items(path: Path, sample_rate: int) -> list[dict[str, Any]]:
 
 
 def evaluate_unlabelled(
-    extractor: Extractor, items: list[dict[str, Any]], out_dir: Path, device: str = "cpu"
+    extractor: Extractor,
+    items: list[dict[str, Any]],
+    out_dir: Path,
+    device: str = "cpu",
+    dnsmos: bool = False,
 ) -> dict[str, Any]:
     """Score ``items`` (from :func:`load_unlabelled_items`, at the extractor's rate) with
-    ``extractor``'s estimates. Returns the metrics written to disk."""
-    similarity = SpeakerSimilarity(device)  # the only score here: its weights are required
+    ``extractor``'s estimates; ``dnsmos``: also the no-reference DNSMOS of each mixture and
+    estimate (:mod:`hifi_tse.eval.dnsmos`). Returns the metrics written to disk."""
+    similarity = SpeakerSimilarity(device)  # the main score here: its weights are required
+    quality = DnsmosScorer(threads=torch.get_num_threads()) if dnsmos else None
     sr = extractor.sample_rate
     records = []
     for it in items:
@@ -60,6 +72,7 @@ def evaluate_unlabelled(
                 "spk_sim_gain": gain,
                 "output_db": energy_db(est),
                 "mixture_db": energy_db(it["mix"]),
+                **(quality.compare([it["mix"]], [est], sr)[0] if quality else {}),
             }
         )
     metrics = {
@@ -67,11 +80,12 @@ def evaluate_unlabelled(
         "examples": len(records),
         "sample_rate": sr,
         **{key: summarize([r[key] for r in records]) for key in COLUMNS[1:]},
+        "dnsmos": dnsmos_summary(records),
     }
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS + (DNSMOS_COLUMNS if quality else ()))
     writer.writeheader()
     for r in records:
         writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in r.items()})
@@ -103,6 +117,7 @@ def _render(metrics: dict[str, Any]) -> str:
             f"| similarity gain | {ms('spk_sim_gain')} |",
             f"| output level (dB) | {ms('output_db')} |",
             f"| mixture level (dB) | {ms('mixture_db')} |",
+            *dnsmos_section([("all", metrics.get("dnsmos"))]),
             "",
         ]
     )

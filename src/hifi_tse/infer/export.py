@@ -83,7 +83,7 @@ class SpectralCore(nn.Module):
     ) -> torch.Tensor:
         g = self.g
         x = g.encoder.forward_real(mix_spec)  # (K, B, T, D)
-        r = g.encoder.forward_real(ref_spec)  # (K, B, S, D)
+        r = g.encoder.forward_real(ref_spec, whole_clip=True)  # (K, B, S, D)
         x = g.backbone(g.condition(x, r, ref_mels), r)
         return decode_real(g.decoder, x, self.merge)
 

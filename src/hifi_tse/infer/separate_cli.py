@@ -7,6 +7,8 @@ Single file::
 Batch: ``--list rows.csv`` (columns ``mix, ref[, out]``; several references in one cell are
 separated by ``;``; relative paths are relative to the CSV) or ``--mix-dir DIR --ref REF``,
 with ``--out-dir``. ``--onnx model.onnx`` runs the same chunked pipeline on ONNX Runtime.
+``--activity alice.csv`` (or ``.rttm``) also writes where the target talks, ``--gate`` silences
+the output elsewhere (:mod:`hifi_tse.infer.activity`).
 """
 
 from __future__ import annotations
@@ -32,8 +34,13 @@ from hifi_tse.api import (  # noqa: F401 - the chunking defaults are re-exported
 )
 from hifi_tse.audio.io import load_audio
 from hifi_tse.errors import UserError
+from hifi_tse.infer.activity import (
+    FileActivity,
+    add_activity_arguments,
+    extract_file_with_activity,
+    file_activity_from_args,
+)
 from hifi_tse.infer.separate import (
-    ChunkFn,
     VadSettings,
     read_csv_rows,
     separate_file,
@@ -47,6 +54,7 @@ VAD_FLOOR_DB = VAD.floor_db
 VAD_MIN_ACTIVE_SECONDS = VAD.min_active_seconds
 VAD_MIN_ACTIVE_FRACTION = VAD.min_active_fraction
 OUTPUT_SUFFIX = "_target"
+DNSMOS_NAME = "dnsmos.json"  # batch modes: per-file DNSMOS of mixture and estimate, in --out-dir
 
 
 def add_inference_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,7 +101,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="batch modes: redo outputs that exist (by default they are skipped, so a re-run "
         "resumes)",
     )
+    p.add_argument(
+        "--activity",
+        metavar="FILE|SUFFIX",
+        help="also write where the target talks: a .csv (start,end,score) or .rttm file with "
+        "--mix; .csv or .rttm (the suffix) beside each output in batch modes",
+    )
+    p.add_argument(
+        "--gate",
+        action="store_true",
+        help="write silence outside the target's segments (short fades at the edges)",
+    )
+    add_activity_arguments(p)
     add_inference_arguments(p)
+    p.add_argument(
+        "--dnsmos",
+        action="store_true",
+        help="score mixture and estimate with no-reference DNSMOS (P.835, personalised P.835, "
+        f"P.808; at 16 kHz): one line, and {DNSMOS_NAME} in --out-dir for batches (needs: "
+        "pip install --no-deps speechmos==0.0.1.1)",
+    )
     g = p.add_argument_group("enrollment check (energy VAD)")
     g.add_argument("--vad-frame-seconds", type=float, default=VAD_FRAME_SECONDS)
     g.add_argument(
@@ -215,17 +242,23 @@ def _enroll_files(
     return enrollment
 
 
-def _extract_fn(extractor: Extractor) -> Callable[[Path, list[Path], Path], None]:
-    """``extract(mix, refs, out)`` with the last enrollment kept (batches share one)."""
+def _extract_fn(
+    extractor: Extractor, activity: FileActivity | None = None, single: bool = True
+) -> Callable[[Path, list[Path], Path], None]:
+    """``extract(mix, refs, out)`` with the last enrollment kept (batches share one);
+    ``activity``: ``--activity`` / ``--gate`` (then the file is processed in memory)."""
     from tqdm import tqdm
 
-    cache: dict[tuple[Path, ...], ChunkFn] = {}
+    cache: dict[tuple[Path, ...], Enrollment] = {}
 
     def extract(mix: Path, refs: list[Path], out: Path) -> None:
         key = tuple(refs)
         if key not in cache:
             cache.clear()
-            cache[key] = enroll_files(extractor, refs).chunk_fn
+            cache[key] = enroll_files(extractor, refs)
+        if activity is not None:
+            extract_file_with_activity(extractor, cache[key], mix, out, activity, single)
+            return
         try:
             frames = sf.info(str(mix)).frames
         except Exception:  # noqa: BLE001 - separate_file reports an unreadable file itself
@@ -234,7 +267,7 @@ def _extract_fn(extractor: Extractor) -> Callable[[Path, list[Path], Path], None
             separate_file(
                 mix,
                 out,
-                cache[key],
+                cache[key].chunk_fn,
                 extractor.sample_rate,
                 extractor.plan,
                 progress=lambda n: bar.update(n - bar.n),
@@ -247,16 +280,23 @@ def run(args: argparse.Namespace) -> int:
     from hifi_tse.infer.batch import Ranks, gather, run_jobs, shard, write_summary
 
     jobs = _jobs(args)
+    quality = _dnsmos_scorer(args)  # a missing wheel fails before any work
     if args.mix is not None:  # one file: fail before any work when an input is missing
         for path in [args.mix, *args.ref]:
             if not path.is_file():
                 raise UserError(f"{path}: file not found")
-        _extract_fn(load_extractor(args))(*jobs[0])
+        _extract_fn(load_extractor(args), file_activity_from_args(args))(*jobs[0])
+        if quality is not None:
+            from hifi_tse.eval.dnsmos import format_line
+
+            mix, _, out = jobs[0]
+            print(format_line(_dnsmos_rows(quality, [(mix, out)])[0]))
         return 0
     ranks = Ranks.from_env()
     if ranks.world_size > 1 and args.device == "cuda":
         args.device = f"cuda:{ranks.local_rank}"  # one GPU per process
-    report = run_jobs(shard(jobs, ranks), _extract_fn(load_extractor(args)), args.overwrite)
+    extract = _extract_fn(load_extractor(args), file_activity_from_args(args), single=False)
+    report = run_jobs(shard(jobs, ranks), extract, args.overwrite)
     merged = gather(report, ranks)
     if merged is None:
         return 0
@@ -267,4 +307,49 @@ def run(args: argparse.Namespace) -> int:
     )
     for failure in merged.failed:
         stderr_warn(f"failed: {failure['reason']}")
+    if quality is not None:
+        _write_dnsmos(quality, [(mix, out) for mix, _, out in jobs], args.out_dir)
     return 1 if merged.failed else 0
+
+
+def _dnsmos_scorer(args: argparse.Namespace) -> Any:
+    """The DNSMOS scorer when ``--dnsmos`` was given (None otherwise)."""
+    if not args.dnsmos:
+        return None
+    from hifi_tse.eval.dnsmos import DnsmosScorer
+
+    return DnsmosScorer(threads=args.threads)
+
+
+def _dnsmos_rows(quality: Any, pairs: list[tuple[Path, Path]]) -> list[dict[str, Any]]:
+    """DNSMOS of each ``(mixture, estimate)`` file pair whose estimate exists: ``mix``,
+    ``out`` and the ``dnsmos_<score>`` / ``dnsmos_<score>_mix`` fields."""
+    from hifi_tse.audio.io import read_audio
+    from hifi_tse.eval.dnsmos import MIX_SUFFIX, PREFIX
+
+    rows = []
+    for mix, out in pairs:
+        if not out.is_file():
+            continue
+        row: dict[str, Any] = {"mix": str(mix), "out": str(out)}
+        for path, tail in ((out, ""), (mix, MIX_SUFFIX)):
+            scores = quality.score(*read_audio(path))
+            row.update({f"{PREFIX}{k}{tail}": v for k, v in scores.items()})
+        rows.append(row)
+    return rows
+
+
+def _write_dnsmos(quality: Any, pairs: list[tuple[Path, Path]], out_dir: Path) -> None:
+    """Score every output present (this run's and earlier ones'), write ``dnsmos.json``
+    (means and per file) into ``out_dir`` and print the means in one line."""
+    import json
+
+    from hifi_tse.eval.dnsmos import COLUMNS, format_line
+    from hifi_tse.utils import atomic_write_text
+
+    rows = _dnsmos_rows(quality, pairs)
+    means = {c: float(np.mean([r[c] for r in rows])) for c in COLUMNS if rows and c in rows[0]}
+    payload = {"files": len(rows), "mean": means, "per_file": rows}
+    path = Path(out_dir) / DNSMOS_NAME
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+    print(f"{format_line(means)} (mean of {len(rows)} files); {path}")

@@ -8,7 +8,9 @@ causal model (``model.causal: true``): a checkpoint, or with ``--onnx`` its stre
 export (``hifi-tse export --format onnx-streaming``), which runs without torch. Input at
 another rate than the model's is resampled on the way in and out (soxr streams). The first
 latency's worth of output is the model's delay (``StreamingExtractor.latency_samples``) and
-the output has the input's length.
+the output has the input's length. ``--activity`` prints, for every output block, whether the
+target talks in it (to stderr: ``activity START-END s SCORE dB on|off``; causal, see
+:class:`hifi_tse.infer.activity.StreamingActivity`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from hifi_tse.infer.activity import StreamingActivity
 
 PCM_SCALE = 32768.0  # s16le full scale
 
@@ -43,6 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="CPU threads")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="autocast")
+    p.add_argument(
+        "--activity",
+        action="store_true",
+        help="print to stderr, per output block, whether the target talks (level of the "
+        "output against the input, dB, and on/off)",
+    )
 
 
 def _to_pcm(x: np.ndarray) -> bytes:
@@ -50,9 +60,16 @@ def _to_pcm(x: np.ndarray) -> bytes:
 
 
 def stream(
-    streamer: object, rate: int, model_rate: int, block: int, src: BinaryIO, dst: BinaryIO
+    streamer: object,
+    rate: int,
+    model_rate: int,
+    block: int,
+    src: BinaryIO,
+    dst: BinaryIO,
+    activity: StreamingActivity | None = None,
 ) -> int:
-    """Pump ``src`` through ``streamer`` into ``dst``; returns the samples written."""
+    """Pump ``src`` through ``streamer`` into ``dst``; returns the samples written.
+    ``activity`` sees each model-rate input and output block (and prints a line per block)."""
     import soxr
 
     resample_in = soxr.ResampleStream(rate, model_rate, 1, dtype="float32")
@@ -70,6 +87,8 @@ def stream(
         y = streamer.process(x)
         if last:
             y = np.concatenate([y, streamer.flush()])
+        if activity is not None:
+            activity.push(x, y)
         y = y if same else resample_out.resample_chunk(y, last=last)
         dst.write(_to_pcm(y))
         dst.flush()
@@ -95,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         f"(FFT window {window_ms:.0f} ms + block {block_ms:.0f} ms)",
         file=sys.stderr,
     )
-    stream(streamer, args.rate, model_rate, block, sys.stdin.buffer, sys.stdout.buffer)
+    activity = StreamingActivity(model_rate) if args.activity else None
+    stream(streamer, args.rate, model_rate, block, sys.stdin.buffer, sys.stdout.buffer, activity)
     return 0
 
 

@@ -55,7 +55,7 @@ class StreamingCore(nn.Module):
         """``ref_spec (1, F, S, 2)`` (+ GE2E mels ``(1, T_mel, 40)``) -> the cues, in the
         order :meth:`step` takes them (see :meth:`cue_names`)."""
         g = self.g
-        ref = g.encoder.forward_real(ref_spec)  # (K, 1, S, D)
+        ref = g.encoder.forward_real(ref_spec, whole_clip=True)  # (K, 1, S, D)
         cues: list[torch.Tensor] = []
         if g.usef is not None:
             cues += [t.contiguous() for t in g.usef.context(ref)]

@@ -159,6 +159,18 @@ class BandSplitEncoder(nn.Module):
     little of a voice; these features are phase-free, so pitch and timbre survive both.
     Their weights start at zero, so a model gains them without changing its output.
 
+    With ``relative_floor_db`` set, every band's power as these three paths see it (the
+    LayerNorm's variance, the level features, the per-bin powers) is floored at the
+    reference band power minus that many dB: a band holding only rounding noise or dither
+    then reads as "empty" whatever its exact content, instead of moving, through the log,
+    the frame's mean level over bands and with it every band's level features (and, in a
+    loud clip, where the fixed ``eps`` is relatively small, being scaled up by the
+    LayerNorm). The
+    reference is each frame's loudest band (``whole_clip=False``: stateless, so chunked,
+    streaming and exported runs agree) or the whole input's loudest band-frame
+    (``whole_clip=True``: the enrollment, always encoded in one piece, whose pauses then
+    read as empty too).
+
     Args:
         layout: band ranges from :func:`band_layout`.
         num_bins: STFT bins F.
@@ -166,6 +178,7 @@ class BandSplitEncoder(nn.Module):
         eps: LayerNorm variance floor.
         level_floor_db: power floor of the level features, dB; None = no level features.
         bin_floor_db: power floor of the per-bin shape features, dB; None = no such features.
+        relative_floor_db: band power floor, dB below the reference band (> 0); None = off.
     """
 
     def __init__(
@@ -176,8 +189,15 @@ class BandSplitEncoder(nn.Module):
         eps: float,
         level_floor_db: float | None = None,
         bin_floor_db: float | None = None,
+        relative_floor_db: float | None = None,
     ) -> None:
         super().__init__()
+        if relative_floor_db is not None and not relative_floor_db > 0:
+            raise ValueError(f"relative_floor_db: expected > 0 dB, got {relative_floor_db}")
+        # Power ratio of the floor to the reference band; None = no relative floor.
+        self.relative_floor = (
+            None if relative_floor_db is None else 10.0 ** (-relative_floor_db / 10.0)
+        )
         self.level_floor = None if level_floor_db is None else 10.0 ** (level_floor_db / 10.0)
         self.bin_floor = None if bin_floor_db is None else 10.0 ** (bin_floor_db / 10.0)
         # (K, 2, D): per band, the directions of relative level and frame loudness; zero at
@@ -218,30 +238,39 @@ class BandSplitEncoder(nn.Module):
         shift = b.pad_rows(self.norm_bias[:, None]).view(b.num_bands, 1, b.coef_dim)
         return gain, shift, b.pad_rows(self.weight)
 
-    def forward(self, spec: torch.Tensor) -> torch.Tensor:
-        """``spec (B, F, T) complex`` -> features ``(K, B, T, D)``."""
-        return self.forward_real(torch.view_as_real(spec))
+    def forward(self, spec: torch.Tensor, whole_clip: bool = False) -> torch.Tensor:
+        """``spec (B, F, T) complex`` -> features ``(K, B, T, D)``; ``whole_clip``: see the
+        class docstring (matters only with a relative floor)."""
+        return self.forward_real(torch.view_as_real(spec), whole_clip)
 
-    def forward_real(self, spec: torch.Tensor) -> torch.Tensor:
+    def forward_real(self, spec: torch.Tensor, whole_clip: bool = False) -> torch.Tensor:
         """``spec (B, F, T, 2)`` (real, imag last) -> features ``(K, B, T, D)``.
 
         The real-valued entry point (no complex dtype), also usable by exporters.
+        ``whole_clip``: the relative floor's reference is the loudest band over all ``T``
+        frames of each batch item instead of each frame's own (see the class docstring).
         """
         b = self.bands
         batch, _, frames, _ = spec.shape
         x = spec.index_select(1, b.gather_idx)  # (B, K*Wmax, T, 2)
         x = x.view(batch, b.num_bands, b.max_width, frames, 2).permute(1, 0, 3, 2, 4)
         x = x.reshape(b.num_bands, batch * frames, b.coef_dim)  # (K, N, C)
-        shape = None if self.bin_weight is None else self._bin_shape(x)
-        # Masked LayerNorm over each band's 2*W real coefficients.
         mask = b.coef_mask
+        power = (x.square() * mask).sum(-1, keepdim=True) / b.coef_count  # (K, N, 1)
+        floor = None
+        if self.relative_floor is not None:
+            floor = self._relative_floor(power, batch, whole_clip)
+            power = torch.maximum(power, floor)
+        shape = None if self.bin_weight is None else self._bin_shape(x, floor)
+        # Masked LayerNorm over each band's 2*W real coefficients.
         mean = (x * mask).sum(-1, keepdim=True) / b.coef_count
         xc = (x - mean) * mask
         var = xc.square().sum(-1, keepdim=True) / b.coef_count
+        if floor is not None:
+            var = torch.maximum(var, floor)
         gain, shift, weight = self.padded_weights()
         level = None
         if self.level_weight is not None:
-            power = (x.square() * mask).sum(-1, keepdim=True) / b.coef_count  # (K, N, 1)
             level_db = 10.0 * torch.log10(power + self.level_floor) / LEVEL_UNIT_DB
             frame_db = level_db.mean(0, keepdim=True)  # (1, N, 1)
             level = torch.cat([level_db - frame_db, frame_db.expand_as(level_db)], -1)
@@ -253,11 +282,24 @@ class BandSplitEncoder(nn.Module):
             out = torch.baddbmm(out, shape, b.pad_bin_rows(self.bin_weight))
         return out.view(b.num_bands, batch, frames, self.feature_dim)
 
-    def _bin_shape(self, x: torch.Tensor) -> torch.Tensor:
+    def _relative_floor(self, power: torch.Tensor, batch: int, whole_clip: bool) -> torch.Tensor:
+        """Band powers ``(K, N, 1)`` (mean square coefficient, N = B*T frames) -> the floor
+        ``(1, N, 1)`` in the same units: the reference band's power times the floor ratio."""
+        peak = power.amax(0, keepdim=True)  # (1, N, 1): each frame's loudest band
+        if whole_clip:
+            per_item = peak.view(batch, -1).amax(1, keepdim=True)  # (B, 1)
+            peak = per_item.expand(batch, power.shape[1] // batch).reshape(1, -1, 1)
+        return peak * self.relative_floor
+
+    def _bin_shape(self, x: torch.Tensor, floor: torch.Tensor | None) -> torch.Tensor:
         """``x (K, N, C)`` raw band coefficients -> ``(K, N, Wmax)`` per-bin power in
-        ``LEVEL_UNIT_DB`` relative to the band's mean over its bins (0 in padding)."""
+        ``LEVEL_UNIT_DB`` relative to the band's mean over its bins (0 in padding).
+        ``floor (1, N, 1)``: the relative floor per coefficient, or None."""
         b = self.bands
         power = x.view(*x.shape[:2], b.max_width, 2).square().sum(-1)  # (K, N, Wmax)
+        if floor is not None:
+            # A bin's power sums two coefficients (real, imaginary).
+            power = torch.maximum(power, 2.0 * floor)
         bin_db = 10.0 * torch.log10(power + self.bin_floor) / LEVEL_UNIT_DB
         band_mean = (bin_db * b.bin_mask).sum(-1, keepdim=True) / b.bin_count
         return (bin_db - band_mean) * b.bin_mask

@@ -79,6 +79,7 @@ class Generator(nn.Module):
             NORM_EPS,
             FEATURE_FLOOR_DB if bs.level_features else None,
             FEATURE_FLOOR_DB if bs.bin_shape else None,
+            bs.relative_floor_db if bs.relative_floor_db > 0 else None,
         )
         self.usef = ReferenceAttention(m.feature_dim, m.num_heads, NORM_EPS) if m.use_usef else None
         self.film = FiLM(m.feature_dim) if m.use_film else None
@@ -109,7 +110,8 @@ class Generator(nn.Module):
 
     def encode_reference(self, ref: torch.Tensor) -> torch.Tensor:
         """``ref (B, L_ref)`` -> reference features ``(K, B, S, D)`` (before dropout)."""
-        return self.encoder(self._stft(ref))
+        # Encoded in one piece: the encoder's relative floor takes the whole clip's level.
+        return self.encoder(self._stft(ref), whole_clip=True)
 
     def reference_cues(self, ref: torch.Tensor) -> ReferenceCues:
         """``ref (B, L_ref)`` -> the :class:`ReferenceCues` that :meth:`forward` can reuse."""

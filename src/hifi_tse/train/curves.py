@@ -12,10 +12,17 @@ from typing import Any
 
 from hifi_tse.data.store import VOICE_KINDS
 from hifi_tse.train.logging_utils import METRICS_NAME
+from hifi_tse.train.validation import SOURCE_PREFIX
 
 # Validation metrics shown as curves, with their axis labels.
 VAL_PANELS: tuple[tuple[str, str], ...] = (
     ("tp_si_sdr", "TP SI-SDR (dB)"),
+    ("tp_si_sdri", "TP SI-SDRi (dB)"),
+    ("rms_ratio", "rms_ratio (TP est / target)"),
+    ("ta_energy_db", "TA output energy (dB)"),
+)
+# The row drawn per speech source of the enrolled target, when the log holds sources.
+SOURCE_PANELS: tuple[tuple[str, str], ...] = (
     ("tp_si_sdri", "TP SI-SDRi (dB)"),
     ("rms_ratio", "rms_ratio (TP est / target)"),
     ("ta_energy_db", "TA output energy (dB)"),
@@ -50,13 +57,34 @@ def loss_term_names(train: list[dict[str, Any]]) -> list[str]:
     return names
 
 
+def source_names(val: list[dict[str, Any]], key: str) -> list[str]:
+    """Sorted speech sources with a ``source/<name>/<key>`` figure in the records."""
+    suffix = f"/{key}"
+    return sorted(
+        {
+            k[len(SOURCE_PREFIX) : -len(suffix)]
+            for record in val
+            for k in record
+            if k.startswith(SOURCE_PREFIX) and k.endswith(suffix)
+        }
+    )
+
+
 def val_series(
-    val: list[dict[str, Any]], key: str
+    val: list[dict[str, Any]], key: str, by: str = "kind"
 ) -> list[tuple[str, list[tuple[int, float, float]]]]:
     """(label, [(step, value, standard error)]) of validation metric ``key``: the whole set
-    (label ``"all"``), then each kind of enrolled voice the log holds (``real/<key>``, ...)."""
+    (label ``"all"``), then each kind of enrolled voice the log holds (``real/<key>``, ...)
+    or, with ``by="source"``, each speech source of the enrolled target
+    (``source/<name>/<key>``, labelled ``<name>``)."""
+    if by == "kind":
+        groups = [(kind, f"{kind}/{key}") for kind in VOICE_KINDS]
+    elif by == "source":
+        groups = [(name, f"{SOURCE_PREFIX}{name}/{key}") for name in source_names(val, key)]
+    else:
+        raise ValueError(f"val_series: by must be 'kind' or 'source', got {by!r}")
     series = []
-    for label, name in (("all", key), *((kind, f"{kind}/{key}") for kind in VOICE_KINDS)):
+    for label, name in (("all", key), *groups):
         # float(): the log keeps a NaN (a standard error of one example) as the string "nan".
         points = [
             (r["step"], float(r[name]), float(r.get(f"{name}_se", 0.0))) for r in val if name in r
@@ -66,8 +94,24 @@ def val_series(
     return series
 
 
+def _val_panel(
+    ax: Any, val: list[dict[str, Any]], key: str, title: str, by: str, legend: str
+) -> None:
+    """Error-bar curves of :func:`val_series` on one matplotlib axis."""
+    series = val_series(val, key, by)
+    for name, points in series:
+        steps, values, errors = zip(*points)
+        ax.errorbar(steps, values, yerr=errors, marker="o", ms=3, capsize=2, label=name)
+    if len(series) > 1:
+        ax.legend(fontsize=7, title=legend)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+
+
 def plot_training_curves(run_dir: Path, out_png: Path, title: str = "") -> Path:
-    """Plot validation metrics (with standard errors) and training loss terms vs step."""
+    """Plot validation metrics (with standard errors) and training loss terms vs step; a third
+    row per speech source of the enrolled target when the log holds per-source figures."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,18 +119,14 @@ def plot_training_curves(run_dir: Path, out_png: Path, title: str = "") -> Path:
 
     train, val = split_records(read_metrics(Path(run_dir)))
     terms = loss_term_names(train)
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    by_source = any(source_names(val, key) for key, _ in SOURCE_PANELS)
+    rows = 3 if by_source else 2
+    fig, axes = plt.subplots(rows, 3, figsize=(15, 4 * rows))
     flat = axes.ravel()
     for ax, (key, label) in zip(flat[:4], VAL_PANELS):
-        series = val_series(val, key)
-        for name, points in series:
-            steps, values, errors = zip(*points)
-            ax.errorbar(steps, values, yerr=errors, marker="o", ms=3, capsize=2, label=name)
-        if len(series) > 1:
-            ax.legend(fontsize=7, title="enrolled voices")
-        ax.set_title(f"validation {label}")
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
+        _val_panel(ax, val, key, f"validation {label}", "kind", "enrolled voices")
+    for ax, (key, label) in zip(flat[6:], SOURCE_PANELS):  # empty without sources
+        _val_panel(ax, val, key, f"validation {label} by source", "source", "enrolled target")
     ax = flat[4]
     for key in terms:
         if key in ("loss/total", "loss/rms_ratio"):

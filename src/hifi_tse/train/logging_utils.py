@@ -98,8 +98,9 @@ def format_val_line(record: dict[str, Any]) -> str:
         if key in record:
             se = record.get(f"{key}_se", float("nan"))
             parts.append(f"{key}={record[key]:.4g}±{se:.2g}")
+    # Kinds of voice only: per-source figures (``source/<name>/...``) would run off the line.
     for kind in VOICE_KINDS:
-        for key in ("tp_si_sdri", "ta_energy_db"):
+        for key in ("tp_si_sdri", "rms_ratio", "ta_energy_db"):
             name = f"{kind}/{key}"
             if name in record:
                 parts.append(f"{name}={record[name]:.4g}±{record.get(name + '_se', math.nan):.2g}")

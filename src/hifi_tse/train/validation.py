@@ -14,10 +14,13 @@ Invariants from the seed (over-suppression post-mortem):
 Under DDP each rank scores a strided shard of the set and sums of per-example statistics are
 all-reduced, so every rank ends with the same metrics.
 
-On a corpus with real and synthetic voices, TP SI-SDRi and the TA output level are also
-reported per kind of enrolled voice (``real/tp_si_sdri``, ``synthetic/ta_energy_db``, ...):
-a validation set that is mostly synthetic voices can hide what happens on the real ones.
-They are reported only; the best-model rule stays on the whole set's TP SI-SDR.
+On a corpus with real and synthetic voices, TP SI-SDRi, rms_ratio and the TA output level
+are also reported per kind of enrolled voice (``real/tp_si_sdri``, ``synthetic/rms_ratio``,
+...), and on a corpus of several speech sources per source of the enrolled target
+(``source/<name>/rms_ratio``, ...): a validation set that is mostly synthetic voices can hide
+what happens on the real ones, and a model turns down the voices it is unsure of (a source
+never trained on) while the whole set's level looks right. They are reported only; the
+best-model rule stays on the whole set's TP SI-SDR and rms_ratio.
 """
 
 # The legacy global NumPy RNG is a training stream like Python's and torch's (third-party
@@ -40,6 +43,7 @@ from torch import nn
 from hifi_tse.checkpoints import TrainState, capture_rng_state, restore_rng_state
 from hifi_tse.config import Config
 from hifi_tse.data.store import VOICE_KINDS
+from hifi_tse.errors import UserError
 from hifi_tse.schedules import PHASE_TP_TA
 from hifi_tse.train.distributed import all_reduce_sum
 
@@ -111,56 +115,110 @@ class _Moments:
         return ratio, math.sqrt(max(rel, 0.0) / self.n) * abs(ratio)
 
 
-class _VoiceKindMoments:
-    """TP SI-SDRi and TA output level (dB) per kind of enrolled voice (:data:`VOICE_KINDS`).
+# Statistics kept per group of enrolled voices, each as a _Moments vector: TP SI-SDRi (dB),
+# TP RMS (estimate as x, target as y, so that rms_ratio is their ratio of means), TA output
+# energy (dB).
+_GROUP_STATS = ("tp_si_sdri", "rms_ratio", "ta_energy_db")
+_MOMENTS_LEN = 6  # len(_Moments.vector())
+_GROUP_LEN = _MOMENTS_LEN * len(_GROUP_STATS)
+SOURCE_PREFIX = "source/"
 
-    ``kind_of_source`` maps a speech source name to its kind (the prepare report's tag);
-    an example's kind is its target speaker's (``meta["target_speaker"]``,
-    ``"source/speaker"``), the enrolled voice, present or not.
+
+def _moment_terms(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """``(N, 6)`` float64 per-example terms whose column sums are the :class:`_Moments`
+    vector of ``x (N,)`` (and ``y (N,)``, the denominator of a ratio of means)."""
+    x = x.detach().double()
+    ones = torch.ones_like(x)
+    if y is None:
+        zeros = torch.zeros_like(x)
+        return torch.stack((ones, x, x * x, zeros, zeros, zeros), dim=-1)
+    y = y.detach().double()
+    return torch.stack((ones, x, x * x, y, y * y, x * y), dim=-1)
+
+
+class _VoiceGroupMoments:
+    """TP SI-SDRi, rms_ratio and TA output level (dB) per group of enrolled voices.
+
+    ``kind_of_source`` maps a speech source name to its kind (the prepare report's tag,
+    :data:`VOICE_KINDS`). An example belongs to the groups of its target speaker
+    (``meta["target_speaker"]``, ``"source/speaker"``: the enrolled voice, present or not):
+    its kind (``real``, ``synthetic``; only when the map holds both, else they repeat the
+    totals) and its source (``source/<name>``; only when the map names two or more).
+    Sums live on the device in one ``(G, 18)`` tensor, filled by one mask row per group.
     """
 
-    def __init__(self, kind_of_source: dict[str, str]) -> None:
-        self.kind_of_source = kind_of_source
-        # Reported only when the corpus holds both kinds; otherwise they repeat the totals.
-        self.active = len(set(kind_of_source.values())) > 1
-        self.sdri = {kind: _Moments() for kind in VOICE_KINDS}
-        self.ta = {kind: _Moments() for kind in VOICE_KINDS}
+    def __init__(self, kind_of_source: dict[str, str], device: torch.device) -> None:
+        sources = sorted(kind_of_source)
+        kinds = list(VOICE_KINDS) if len(set(kind_of_source.values())) > 1 else []
+        self.index_of_source = {name: i for i, name in enumerate(sources)}
+        self.groups = kinds + ([SOURCE_PREFIX + s for s in sources] if len(sources) > 1 else [])
+        # (G, S) bool: group g holds the examples whose target comes from source s.
+        membership = [[kind_of_source[s] == k for s in sources] for k in kinds]
+        if len(sources) > 1:
+            membership += [[s == t for s in sources] for t in sources]
+        self.membership = torch.tensor(membership, dtype=torch.bool, device=device)
+        self.sums = torch.zeros(len(self.groups), _GROUP_LEN, dtype=torch.float64, device=device)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.groups)
+
+    def _source_indices(self, metas: list[dict[str, Any]]) -> torch.Tensor:
+        """``(B,)`` long: the index of each example's target source."""
+        indices = []
+        for meta in metas:
+            source = str(meta["target_speaker"]).split("/", 1)[0]
+            if source not in self.index_of_source:
+                raise UserError(
+                    f"validation example of speech source {source!r}, which the prepare "
+                    f"report does not name (it names {', '.join(self.index_of_source)}): "
+                    f"re-run prepare"
+                )
+            indices.append(self.index_of_source[source])
+        return torch.tensor(indices, dtype=torch.long, device=self.membership.device)
 
     def add(
         self,
         metas: list[dict[str, Any]],
         present: torch.Tensor,
         sdri: torch.Tensor,
+        rms_est: torch.Tensor,
+        rms_tgt: torch.Tensor,
         ta_db: torch.Tensor,
     ) -> None:
-        """``present (B,)`` bool; ``sdri`` the TP examples' values, ``ta_db`` the TA ones'."""
-        kinds = [self.kind_of_source[str(m["target_speaker"]).split("/", 1)[0]] for m in metas]
-        present = present.cpu()
-        for kind in VOICE_KINDS:
-            of_kind = torch.tensor([k == kind for k in kinds], dtype=torch.bool)
-            self.sdri[kind].add(sdri.cpu()[of_kind[present]])
-            self.ta[kind].add(ta_db.cpu()[of_kind[~present]])
+        """``present (B,)`` bool; ``sdri``, ``rms_est``, ``rms_tgt`` ``(P,)`` the TP
+        examples' values, ``ta_db (B - P,)`` the TA ones'."""
+        mask = self.membership[:, self._source_indices(metas)].double()  # (G, B)
+        tp_terms = torch.cat((_moment_terms(sdri), _moment_terms(rms_est, rms_tgt)), dim=-1)
+        tp_sums = mask[:, present] @ tp_terms  # (G, 12)
+        ta_sums = mask[:, ~present] @ _moment_terms(ta_db)  # (G, 6)
+        self.sums += torch.cat((tp_sums, ta_sums), dim=-1)
 
     def vector(self) -> list[float]:
-        return [
-            x for kind in VOICE_KINDS for x in self.sdri[kind].vector() + self.ta[kind].vector()
-        ]
+        return self.sums.flatten().tolist()
 
     def metrics(self, reduced: list[float]) -> dict[str, float]:
-        """``<kind>/tp_si_sdri``, ``<kind>/ta_energy_db`` (each with ``_se``) and
-        ``<kind>/tp_count``, ``<kind>/ta_count`` from the reduced :meth:`vector`; a kind
-        without examples of one sort reports none of that sort."""
+        """``<group>/tp_si_sdri``, ``<group>/rms_ratio``, ``<group>/ta_energy_db`` (each with
+        ``_se``), ``<group>/tp_count`` and ``<group>/ta_count`` from the reduced
+        :meth:`vector`, for ``<group>`` a kind or ``source/<name>``; a group without examples
+        in the set reports nothing, one without examples of one sort none of that sort."""
         out: dict[str, float] = {}
-        if not self.active:
-            return out
-        for i, kind in enumerate(VOICE_KINDS):
-            sdri = _Moments.from_vector(reduced[12 * i : 12 * i + 6])
-            ta = _Moments.from_vector(reduced[12 * i + 6 : 12 * i + 12])
-            for name, moments in (("tp_si_sdri", sdri), ("ta_energy_db", ta)):
+        for g, group in enumerate(self.groups):
+            row = reduced[g * _GROUP_LEN : (g + 1) * _GROUP_LEN]
+            sdri, level, ta = (
+                _Moments.from_vector(row[i * _MOMENTS_LEN : (i + 1) * _MOMENTS_LEN])
+                for i in range(len(_GROUP_STATS))
+            )
+            if sdri.n + ta.n == 0:
+                continue
+            for name, moments, (mean, se) in (
+                ("tp_si_sdri", sdri, sdri.mean_se()),
+                ("rms_ratio", level, level.ratio_se()),
+                ("ta_energy_db", ta, ta.mean_se()),
+            ):
                 if moments.n > 0:
-                    mean, se = moments.mean_se()
-                    out[f"{kind}/{name}"], out[f"{kind}/{name}_se"] = mean, se
-            out[f"{kind}/tp_count"], out[f"{kind}/ta_count"] = sdri.n, ta.n
+                    out[f"{group}/{name}"], out[f"{group}/{name}_se"] = mean, se
+            out[f"{group}/tp_count"], out[f"{group}/ta_count"] = sdri.n, ta.n
         return out
 
 
@@ -184,6 +242,33 @@ def _audio_examples(
     ]
 
 
+def _reduced_metrics(
+    moments: dict[str, _Moments],
+    term_sums: dict[str, float],
+    by_voice: _VoiceGroupMoments,
+    device: torch.device,
+) -> dict[str, float]:
+    """This rank's sums, all-reduced over ranks (one vector of the same length on every rank),
+    as :func:`validate`'s metrics; ``moments`` maps each whole-set metric name to its sums
+    (``loss`` counted per batch, ``rms_ratio`` a ratio of means)."""
+    flat = [x for m in moments.values() for x in m.vector()] + list(term_sums.values())
+    reduced = all_reduce_sum(
+        torch.tensor(flat + by_voice.vector(), dtype=torch.float64, device=device)
+    ).tolist()
+    metrics: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for i, key in enumerate(moments):
+        m = _Moments.from_vector(reduced[_MOMENTS_LEN * i : _MOMENTS_LEN * (i + 1)])
+        metrics[key], metrics[f"{key}_se"] = m.ratio_se() if key == "rms_ratio" else m.mean_se()
+        counts[key] = m.n
+    at = _MOMENTS_LEN * len(moments)
+    for i, name in enumerate(term_sums):
+        metrics[f"loss_{name}"] = reduced[at + i] / max(counts["loss"], 1.0)
+    metrics["tp_count"], metrics["ta_count"] = counts["tp_si_sdr"], counts["ta_energy_db"]
+    metrics.update(by_voice.metrics(reduced[at + len(term_sums) :]))
+    return metrics
+
+
 @torch.no_grad()
 def validate(
     model: nn.Module,
@@ -202,8 +287,9 @@ def validate(
     RMS / mean TP target RMS), ``ta_energy_db`` (dB, TA examples); plus ``loss_<term>`` means,
     ``tp_count`` and ``ta_count``. ``audio`` holds the first ``audio_examples`` examples of the
     shard as ``{"mix", "ref", "estimate"}`` ``(L,)`` float32 arrays. With
-    ``kind_of_source`` (speech source -> ``"real"`` / ``"synthetic"``) and both kinds in it,
-    the per-kind metrics of :class:`_VoiceKindMoments` too (batches must carry ``meta``).
+    ``kind_of_source`` (speech source -> ``"real"`` / ``"synthetic"``), the per-kind (both
+    kinds in it) and per-source (two or more sources) metrics of :class:`_VoiceGroupMoments`
+    too (batches must carry ``meta``).
     """
     from hifi_tse.losses.separation import LOSS_EPS, energy_db, rms, si_sdr
 
@@ -211,7 +297,7 @@ def validate(
     was_training = model.training
     model.eval()
     loss_m, sdr_m, sdri_m, rms_m, ta_m = (_Moments() for _ in range(5))
-    by_kind = _VoiceKindMoments(kind_of_source or {})
+    by_voice = _VoiceGroupMoments(kind_of_source or {}, device)
     # Fixed list (depends on config only) so every rank reduces the same vector.
     names = ["sep", "phase", "amp", "ta_energy"]
     term_sums = dict.fromkeys(names, 0.0)
@@ -227,43 +313,25 @@ def validate(
         loss_m.add(total.reshape(1))
         for name in names:
             term_sums[name] += float(terms[name])
-        sdri, ta_db = est.new_zeros(0), est.new_zeros(0)
+        sdri, rms_e, rms_t, ta_db = (est.new_zeros(0) for _ in range(4))
         if present.any():
             e, t, m = est[present], target[present], mix[present]
             sdr = si_sdr(e, t, eps)
             sdri = sdr - si_sdr(m, t, eps)
+            rms_e, rms_t = rms(e, eps), rms(t, eps)
             sdr_m.add(sdr)
             sdri_m.add(sdri)
-            rms_m.add(rms(e, eps), rms(t, eps))
+            rms_m.add(rms_e, rms_t)
         if (~present).any():
             ta_db = energy_db(est[~present], eps)
             ta_m.add(ta_db)
-        if by_kind.active:
-            by_kind.add(batch["meta"], present, sdri, ta_db)
+        if by_voice.active:
+            by_voice.add(batch["meta"], present, sdri, rms_e, rms_t, ta_db)
         audio += _audio_examples(mix, ref, est, audio_examples - len(audio))
     model.train(was_training)
-
-    flat = loss_m.vector() + sdr_m.vector() + sdri_m.vector() + rms_m.vector() + ta_m.vector()
-    flat += [term_sums[k] for k in names] + by_kind.vector()
-    reduced = all_reduce_sum(torch.tensor(flat, dtype=torch.float64, device=device)).tolist()
-    loss_m, sdr_m, sdri_m, rms_m, ta_m = (
-        _Moments.from_vector(reduced[6 * i : 6 * i + 6]) for i in range(5)
-    )
-    metrics: dict[str, float] = {}
-    for key, (mean, se) in {
-        "loss": loss_m.mean_se(),
-        "tp_si_sdr": sdr_m.mean_se(),
-        "tp_si_sdri": sdri_m.mean_se(),
-        "rms_ratio": rms_m.ratio_se(),
-        "ta_energy_db": ta_m.mean_se(),
-    }.items():
-        metrics[key], metrics[f"{key}_se"] = mean, se
-    n_batches = max(loss_m.n, 1.0)
-    for i, name in enumerate(names):
-        metrics[f"loss_{name}"] = reduced[30 + i] / n_batches
-    metrics["tp_count"] = sdr_m.n
-    metrics["ta_count"] = ta_m.n
-    metrics.update(by_kind.metrics(reduced[30 + len(names) :]))
+    moments = {"loss": loss_m, "tp_si_sdr": sdr_m, "tp_si_sdri": sdri_m, "rms_ratio": rms_m}
+    moments["ta_energy_db"] = ta_m
+    metrics = _reduced_metrics(moments, term_sums, by_voice, device)
     return ValidationResult(metrics=metrics, audio=audio)
 
 
