@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import hifi_tse
 from hifi_tse.api import Extractor
 from hifi_tse.audio.io import resample
 from hifi_tse.cli import main
@@ -81,6 +82,7 @@ def detected(offline, scene) -> tuple[np.ndarray, Activity]:
 
 def test_activity_follows_the_known_on_off_pattern(detected, scene) -> None:
     est, act = detected
+    assert isinstance(act, hifi_tse.Activity)  # exported at the package's top
     truth = target_truth(scene["target"], SR, DEFAULTS)
     assert act.scores.shape == act.active.shape == truth.shape
     assert act.frame_seconds == pytest.approx(DEFAULTS.frame_seconds)

@@ -8,22 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from test_sources_staging import voiced
 
 from hifi_tse.data.sources import festvox_ru, hedgewars, tuxpaint
 from hifi_tse.data.sources.base import search_prefixes, stage_source
 
 SR = 16000
 CD_RATE = 44100
-
-
-def voiced(seconds: float, rate: int, f0: float, seed: int, level: float = 0.3) -> np.ndarray:
-    """``(L,)`` a voice-like signal: harmonics of a gliding f0 under a syllable-rate envelope."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))) / rate
-    wav = sum(np.sin(k * phase) / k for k in range(1, 8))
-    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6))
-    return (level * wav * envelope / np.max(np.abs(wav))).astype(np.float32)
 
 
 def clipped(seconds: float, rate: int, seed: int) -> np.ndarray:

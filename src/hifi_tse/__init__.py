@@ -13,10 +13,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Enrollment", "EnrollmentWarning", "ExtractionError", "Extractor", "__version__"]
+__all__ = [
+    "Activity",
+    "Enrollment",
+    "EnrollmentWarning",
+    "ExtractionError",
+    "Extractor",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from hifi_tse.api import Enrollment, EnrollmentWarning, ExtractionError, Extractor
+    from hifi_tse.infer.activity import Activity
 
 
 def __getattr__(name: str) -> Any:
@@ -25,4 +33,8 @@ def __getattr__(name: str) -> Any:
         from hifi_tse import api
 
         return getattr(api, name)
+    if name == "Activity":
+        from hifi_tse.infer.activity import Activity
+
+        return Activity
     raise AttributeError(f"module 'hifi_tse' has no attribute {name!r}")
