@@ -345,6 +345,11 @@ def test_a_source_held_out_whole_is_scored_apart(tmp_path: Path) -> None:
     assert unseen.speakers == ["other/o0", "other/o1", "other/o2"]
     seen = Sources(tmp_path / "out", "train", SR, voices="seen-source")
     assert all(s.startswith("game/") for s in seen.speakers)
+    # The demo scores them apart from the held-out talkers of training sources (here only
+    # nl-v, too few to score); without a source held out whole it scores "real" voices.
+    from hifi_tse import demo
+
+    assert demo.test_voice_kinds(tmp_path / "out") == ["unseen-source"]
     with pytest.raises(UserError, match="whole_split must be one of"):
         run_prepare([SpeechSource(other, "folder", name="other", whole_split="dev")],
                     tmp_path / "bad")  # fmt: skip
