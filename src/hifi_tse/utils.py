@@ -49,3 +49,44 @@ def atomic_write_bytes(final: str | Path, data: bytes) -> None:
     """Write ``data`` to ``final`` atomically."""
     with atomic_path(final) as tmp:
         tmp.write_bytes(data)
+
+
+def installed_data_file(dist_name: str, relative: str, what: str, install_hint: str) -> Path:
+    """Path of the data file ``relative`` inside the installed distribution ``dist_name``.
+
+    Found through the distribution's metadata, so the package's own (heavy) imports never
+    run. Raises UserError naming ``what`` and ``install_hint`` when the distribution is not
+    installed or does not hold the file.
+    """
+    from importlib import metadata
+
+    from hifi_tse.errors import UserError
+
+    try:
+        dist = metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError:
+        raise UserError(
+            f"{what} not found: package '{dist_name}' is not installed "
+            f"(install it with: {install_hint})"
+        ) from None
+    path = Path(str(dist.locate_file(relative)))
+    listed = {str(f) for f in dist.files or ()}
+    if not path.is_file() or relative not in listed:
+        raise UserError(
+            f"{path}: {what} not found in package '{dist_name}' (reinstall with: {install_hint})"
+        )
+    return path
+
+
+_HASH_BLOCK = 1 << 16  # bytes read at a time when hashing a file
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-1 of a file's bytes (hex), read in blocks."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_HASH_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()

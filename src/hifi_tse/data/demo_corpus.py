@@ -34,7 +34,6 @@ finished packs.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -52,7 +51,7 @@ from hifi_tse.data import espeak
 from hifi_tse.data.layouts import SpeechSource
 from hifi_tse.data.real_voices import find_real_voices
 from hifi_tse.errors import UserError
-from hifi_tse.utils import atomic_write_text
+from hifi_tse.utils import atomic_write_text, file_digest  # noqa: F401 - file_digest re-exported
 
 # --------------------------------------------------------------------------- defaults
 DEFAULT_SEED = 1234
@@ -848,8 +847,3 @@ def _real_summary(report: dict[str, Any]) -> dict[str, Any]:
         },
         "variant_speakers": report["splits"]["train"]["variant_speakers"],
     }
-
-
-def file_digest(path: Path) -> str:
-    """sha1 of a file's bytes (used to check that a rebuild is byte-identical)."""
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()

@@ -39,7 +39,6 @@ and each distinct window is scored once.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ import numpy as np
 from hifi_tse.audio.io import resample, to_mono
 from hifi_tse.errors import UserError
 from hifi_tse.speaker.frontend import mel_filterbank
+from hifi_tse.utils import installed_data_file
 
 DIST = "speechmos"
 INSTALL_HINT = "pip install --no-deps speechmos==0.0.1.1"
@@ -128,20 +128,7 @@ def model_path(name: str, dist: str = DIST) -> Path:
     """
     if name not in MODELS:
         raise UserError(f"DNSMOS: unknown model {name!r}; expected one of {', '.join(MODELS)}")
-    try:
-        dist_info = importlib.metadata.distribution(dist)
-    except importlib.metadata.PackageNotFoundError:
-        raise UserError(
-            f"DNSMOS models not found: package '{dist}' is not installed "
-            f"(install it with: {INSTALL_HINT})"
-        ) from None
-    path = Path(str(dist_info.locate_file(MODELS[name].file)))
-    listed = {str(f) for f in dist_info.files or ()}
-    if not path.is_file() or MODELS[name].file not in listed:
-        raise UserError(
-            f"{path}: DNSMOS model not found in package '{dist}' (reinstall with: {INSTALL_HINT})"
-        )
-    return path
+    return installed_data_file(dist, MODELS[name].file, "DNSMOS model", INSTALL_HINT)
 
 
 def prepare(wav: np.ndarray, sample_rate: int) -> np.ndarray:

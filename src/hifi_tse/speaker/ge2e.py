@@ -24,7 +24,6 @@ matters. On audio without long pauses the two agree to float32 rounding.
 
 from __future__ import annotations
 
-import importlib.metadata
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +48,7 @@ from hifi_tse.speaker.frontend import (  # noqa: F401 - re-exported for the enco
     mel_to_hz,
     normalize_volume,
 )
+from hifi_tse.utils import installed_data_file
 
 # Network sizes and windowing, from resemblyzer 0.1.4 ``hparams.py`` (partials_n_frames,
 # model_*).
@@ -107,19 +107,9 @@ def default_weights_path(dist_name: str = WEIGHTS_DIST) -> Path:
     Found through the distribution's metadata, so the package's own (heavy) imports never run.
     Raises UserError, with the install command, when the distribution or the file is missing.
     """
-    try:
-        dist = importlib.metadata.distribution(dist_name)
-    except importlib.metadata.PackageNotFoundError:
-        raise UserError(
-            f"GE2E speaker encoder weights not found: package '{dist_name}' is not installed "
-            f"(install it with: {INSTALL_HINT})"
-        ) from None
-    path = Path(str(dist.locate_file(WEIGHTS_FILE)))
-    if not path.is_file():
-        raise UserError(
-            f"{path}: GE2E speaker encoder weights not found (reinstall with: {INSTALL_HINT})"
-        )
-    return path
+    return installed_data_file(
+        dist_name, WEIGHTS_FILE, "GE2E speaker encoder weights", INSTALL_HINT
+    )
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

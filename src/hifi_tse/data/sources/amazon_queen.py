@@ -62,7 +62,7 @@ import numpy as np
 import soundfile as sf
 
 from hifi_tse.audio.io import to_mono
-from hifi_tse.data.sources.base import Clip, VoiceSource, locate
+from hifi_tse.data.sources.base import Clip, VoiceSource, distinct_by_digest, locate
 from hifi_tse.errors import UserError
 
 ARCHIVE_DIR = "usr/share/scummvm/flight-of-the-amazon-queen"
@@ -495,16 +495,7 @@ def distinct_lines(archive: Archive, lines: list[tuple[Entry, str]]) -> list[tup
         hashlib.blake2b(read_entry(archive.path, e.offset, e.size, e.name)).digest()
         for e, _ in lines
     ]
-    talkers: dict[bytes, set[str]] = {}
-    for (_, talker), digest in zip(lines, digests):
-        talkers.setdefault(digest, set()).add(talker)
-    seen: set[bytes] = set()
-    out = []
-    for (entry, talker), digest in zip(lines, digests):
-        if len(talkers[digest]) == 1 and digest not in seen:
-            seen.add(digest)
-            out.append((entry, talker))
-    return out
+    return distinct_by_digest(lines, digests)
 
 
 def find(prefixes: Sequence[Path]) -> Path | None:

@@ -134,6 +134,25 @@ def safe_id(text: str) -> str:
     return _SAFE_ID.sub("_", text).strip("_") or "x"
 
 
+def distinct_by_digest(
+    pairs: Sequence[tuple[Any, str]], digests: Sequence[str | bytes]
+) -> list[tuple[Any, str]]:
+    """``(item, talker)`` pairs, in order, without repeated recordings (``digests[i]`` is the
+    content digest of ``pairs[i]``): a recording that occurs again under the same talker is
+    kept once (its first occurrence); one that occurs under two or more talkers is left out,
+    as it cannot be attributed to one."""
+    talkers: dict[str | bytes, set[str]] = {}
+    for (_, talker), digest in zip(pairs, digests):
+        talkers.setdefault(digest, set()).add(talker)
+    seen: set[str | bytes] = set()
+    out = []
+    for pair, digest in zip(pairs, digests):
+        if len(talkers[digest]) == 1 and digest not in seen:
+            seen.add(digest)
+            out.append(pair)
+    return out
+
+
 # --- clip measurements (native rate) -------------------------------------------------------
 
 

@@ -48,7 +48,6 @@ ro 27.3, ru 21.8).
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -57,14 +56,14 @@ import numpy as np
 import soundfile as sf
 
 from hifi_tse.audio.io import read_audio
-from hifi_tse.data.sources.base import Clip, VoiceSource, locate
+from hifi_tse.data.sources.base import Clip, VoiceSource, distinct_by_digest, locate
+from hifi_tse.utils import file_digest
 
 STAMPS_DIR = "usr/share/tuxpaint/stamps"
 ENGLISH = "en"  # the language of a description named ``<stamp>_desc.ogg``
 # ``<stamp>_desc.ogg`` (English) or ``<stamp>_desc_<lang>.ogg`` (a locale such as ``pt_BR``).
 _DESCRIPTION = re.compile(r"^(?P<stamp>.+)_desc(?:_(?P<lang>[A-Za-z]{2,3}(?:_[A-Za-z]{2,4})?))?$")
 _SUFFIX = ".ogg"
-_HASH_BLOCK = 1 << 16  # bytes read at a time when hashing a file
 MIN_RATE = 16000  # Hz: descriptions recorded at a lower rate are left out (see above)
 LAYOUT_PROBE_SECONDS = 1.0  # audio read to tell a file's channel layout
 # Ogg Vorbis identification header: b"\x01vorbis", a 4-byte version, the channel count
@@ -151,31 +150,15 @@ def talker_of(language: str, relative: str, path: Path) -> str | None:
     return None
 
 
-def file_digest(path: Path) -> str:
-    """SHA-1 of a file's bytes (hex)."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_HASH_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def distinct_by_content(entries: Iterable[tuple[str, Path]]) -> list[tuple[str, Path]]:
     """``(talker, path)`` pairs, in order, without repeated recordings: a file whose bytes
     occur again under the same talker is kept once (its first occurrence); one whose bytes
     occur under two or more talkers is left out, as it cannot be attributed to one."""
     entries = list(entries)
-    digests = [file_digest(path) for _, path in entries]
-    talkers: dict[str, set[str]] = {}
-    for (talker, _), digest in zip(entries, digests):
-        talkers.setdefault(digest, set()).add(talker)
-    seen: set[str] = set()
-    out = []
-    for (talker, path), digest in zip(entries, digests):
-        if len(talkers[digest]) == 1 and digest not in seen:
-            seen.add(digest)
-            out.append((talker, path))
-    return out
+    kept = distinct_by_digest(
+        [(path, talker) for talker, path in entries], [file_digest(path) for _, path in entries]
+    )
+    return [(talker, path) for path, talker in kept]
 
 
 def _recorded_rate(path: Path) -> int | None:
