@@ -324,15 +324,16 @@ def headline(metrics: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
-# (key, label, target of the shipped model on real voices, on synthetic voices, target of
+# (key, label, target of the shipped model on the real talkers of a source never trained on
+# (issue 35; with no such source, on the real test voices), on synthetic voices, target of
 # the fresh run on synthetic voices); the fresh run's real-voice figures have no target.
 HEADLINE_ROWS = (
-    ("tp_si_sdri_db", "TP SI-SDRi (dB)", "≥ 5", "≥ 6", "≥ 2"),
+    ("tp_si_sdri_db", "TP SI-SDRi (dB)", "≥ 5", "≥ 5.5", "≥ 2"),
     ("tp_si_sdr_db", "TP SI-SDR (dB)", "", "", ""),
     ("pesq_wb", "PESQ-WB", "", "", ""),
     ("stoi", "STOI", "", "", ""),
     ("rms_ratio", "rms_ratio", "0.85–1.15", "0.85–1.15", "0.8–1.25"),
-    ("ta_suppression_db", "TA suppression (dB)", "≥ 20", "≥ 20", "≥ 10"),
+    ("ta_suppression_db", "TA suppression (dB)", "≥ 15", "≥ 20", "≥ 10"),
     ("wrong_ref_si_sdri_db", "wrong-reference SI-SDRi (dB)", "", "", ""),
     ("wrong_ref_drop_db", "SI-SDRi drop with wrong reference (dB)", "≥ 6", "≥ 6", "≥ 3"),
     ("confusion_rate", "speaker-confusion rate", "", "", ""),
@@ -358,11 +359,13 @@ def render_report(
     lines = [
         "# hifi-tse demo report",
         "",
-        "Held-out test voices of the demo corpus, real recorded voices and espeak voices apart "
-        f"(`hifi-tse evaluate --split test --seed {EVAL_SEED} --wrong-reference --voices "
-        "real|synthetic`). The real test talkers were never heard in training.",
+        "Held-out test voices of the demo corpus by kind (`hifi-tse evaluate --split test "
+        f"--seed {EVAL_SEED} --wrong-reference --voices KIND`): unseen-source, the real "
+        "talkers of a source never trained on; seen-source, held-out real talkers of training "
+        "sources (real, when the corpus holds no source out whole); synthetic, espeak voices. "
+        "The real test talkers were never heard in training.",
         "",
-        "| metric | " + " | ".join(names) + " | target (shipped, real) "
+        "| metric | " + " | ".join(names) + " | target (shipped, unseen source) "
         "| target (shipped, synthetic) | target (fresh, synthetic) |",
         "|---|" + "---|" * len(names) + "---|---|---|",
     ]

@@ -254,9 +254,7 @@ def _package_sources(
 
 
 def held_out_talkers(
-    seconds_by_talker: dict[str, float],
-    counts: dict[str, int] = HELD_OUT_PER_SOURCE,
-    min_seconds: float = MIN_HELD_OUT_SECONDS,
+    seconds_by_talker: dict[str, float], counts: dict[str, int], min_seconds: float
 ) -> dict[str, tuple[str, ...]]:
     """Split name -> talkers of one training source held out for it: taken in the order of a
     hash of their ids among those with at least ``min_seconds`` of speech, validation first.
