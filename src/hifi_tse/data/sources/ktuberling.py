@@ -40,8 +40,9 @@ import soundfile as sf
 
 from hifi_tse.audio.io import read_audio
 from hifi_tse.data.sources.base import Clip, VoiceSource, locate
-from hifi_tse.data.sources.tags import artist, ascii_name, content_digest
+from hifi_tse.data.sources.tags import artist, ascii_name
 from hifi_tse.errors import UserError
+from hifi_tse.utils import file_digest
 
 SOUNDS_DIR = "usr/share/ktuberling/sounds"
 THEME_SUFFIX = ".soundtheme"
@@ -167,7 +168,7 @@ def clips(root: Path) -> Iterator[Clip]:
             path = Path(root) / sound.file
             if not path.is_file():  # a theme may name files the package does not ship
                 continue
-            digest = content_digest(path)
+            digest = file_digest(path)
             if digest in seen:
                 continue
             seen.add(digest)

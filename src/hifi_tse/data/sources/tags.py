@@ -8,14 +8,12 @@ Vorbis / Opus, FLAC and WAV (``INFO``) files, and soundfile's ``copy_metadata`` 
 
 from __future__ import annotations
 
-import hashlib
 import unicodedata
 from pathlib import Path
 
 import soundfile as sf
 
 ARTIST_KEY = "artist"
-_DIGEST_CHUNK = 1 << 20  # bytes read at a time when hashing a file
 
 
 def tags(path: str | Path) -> dict[str, str]:
@@ -34,15 +32,6 @@ def artist(path: str | Path) -> str | None:
     or blank."""
     value = " ".join(tags(path).get(ARTIST_KEY, "").split())
     return value or None
-
-
-def content_digest(path: str | Path) -> str:
-    """SHA-1 of the file's bytes (hex): packages ship some clips twice under two names."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_DIGEST_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def ascii_name(name: str) -> str:
