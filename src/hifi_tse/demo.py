@@ -112,9 +112,10 @@ def test_voice_kinds(corpus: Path) -> list[str]:
         (r["source"], r["speaker"]) for r in load_manifest(corpus, "test") if r["kind"] == "speech"
     }
     order = ("unseen-source", "seen-source", "real", "synthetic")
-    counts = {
-        sel: sum(src in selected_sources(report, sel) for src, _ in test_speakers) for sel in order
-    }
+    counts = {}
+    for sel in order:
+        sources = selected_sources(report, sel)  # once per selection, not per speaker
+        counts[sel] = sum(src in sources for src, _ in test_speakers)
     split_real = counts["unseen-source"] >= 2
     dropped = ("real",) if split_real else ("unseen-source", "seen-source")
     return [k for k in order if counts[k] >= 2 and k not in dropped]
