@@ -12,7 +12,8 @@ commit 6b56eb1 or earlier: the option left the code without a measured gain.
 
 Every run has the same seed, data stream and step schedule; only the loss differs. Phase 2
 (target absent allowed) starts early so the runs spend most of their budget where the bug
-acts. Writes a table per validation step and a plot into ``docs/over_suppression.md``.
+acts. Writes a table per validation step and a plot into
+``docs/history/over_suppression_mechanism.md`` (``docs/over_suppression.md`` summarises it).
 
     python experiments/over_suppression.py --minutes 10
 """
@@ -181,7 +182,9 @@ def main() -> None:
         help="base config (default: configs/demo.yaml of the day the runs were measured)",
     )
     p.add_argument("--out", type=Path, default=REPO / "runs" / "over_suppression")
-    p.add_argument("--doc", type=Path, default=REPO / "docs" / "over_suppression.md")
+    p.add_argument(
+        "--doc", type=Path, default=REPO / "docs" / "history" / "over_suppression_mechanism.md"
+    )
     p.add_argument("--minutes", type=float, default=30.0, help="time cap per run (steps rule)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))

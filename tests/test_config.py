@@ -31,8 +31,9 @@ def test_shipped_configs_load(name):
 
 
 def test_over_suppression_experiment_keeps_the_config_it_was_measured_with():
-    """docs/over_suppression.md was measured on the demo config of 2026-11-25; the experiment
-    reads its own copy, so later changes to configs/demo.yaml cannot change what it runs."""
+    """docs/history/over_suppression_mechanism.md was measured on the demo config of 2026-11-25;
+    the experiment reads its own copy, so later changes to configs/demo.yaml cannot change what
+    it runs."""
     cfg = load_config(CONFIGS.parent / "experiments" / "over_suppression.yaml")
     assert (cfg.stft.n_fft, cfg.stft.hop_length, cfg.train.batch_size) == (512, 256, 8)
     assert cfg.objective.ta_target_db == -30.0 and cfg.objective.ta_weight == 0.1

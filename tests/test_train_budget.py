@@ -84,6 +84,10 @@ def test_budgeted_run_resumes_with_the_budget_it_has_left(tiny_packs: Path, tmp_
     rows = _records(run, "train")
     assert rows[-1]["schedule_step"] == 1000
     assert [r["schedule_step"] for r in rows] == sorted(r["schedule_step"] for r in rows)
+    # Resuming a run that spent its budget trains nothing, and says so.
+    assert main(_cmd(tiny_packs, run, *BUDGET, extra=("--resume", "latest"))) == 0
+    said = [r["message"] for r in _records(run, "event") if r.get("event") == "warning"]
+    assert any("whole" in m and "train.budget_minutes" in m for m in said), said
 
 
 _API_RUN = """

@@ -33,7 +33,14 @@ from hifi_tse.schedules import lr_at
 from hifi_tse.train.ema import EMA
 from hifi_tse.train.monitor import HealthMonitor
 from hifi_tse.train.trainer import check_loss_safety, merge_architecture
-from hifi_tse.train.validation import _Moments, preserved_rng, should_stop_early, update_best
+from hifi_tse.train.validation import (
+    GROUP_MIN_TP_EXAMPLES,
+    _Moments,
+    levels_in_band,
+    preserved_rng,
+    should_stop_early,
+    update_best,
+)
 
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
 
@@ -213,6 +220,30 @@ def test_best_model_must_keep_a_healthy_level():
     assert not TrainState.from_dict(old).best_healthy
     state.reset_patience()
     assert not state.best_healthy
+
+
+def test_best_model_rule_requires_each_voice_kind_in_the_band():
+    """The legacy_db fine-tune of the shipped model, in short: the whole set stays in the band
+    while its real voices fall out of it and TP SI-SDR rises; the rule keeps the last
+    validation at which every kind with enough TP examples was in the band."""
+    state = TrainState()
+    band = (0.8, 1.25)
+    n = float(GROUP_MIN_TP_EXAMPLES)
+    history = [
+        {"step": 1, "tp_si_sdr": 1.9, "rms_ratio": 0.91, "real/rms_ratio": 0.88,
+         "real/tp_count": 9 * n, "synthetic/rms_ratio": 0.94, "synthetic/tp_count": 7 * n},
+        {"step": 2, "tp_si_sdr": 2.0, "rms_ratio": 0.83, "real/rms_ratio": 0.78,
+         "real/tp_count": 9 * n, "synthetic/rms_ratio": 0.89, "synthetic/tp_count": 7 * n},
+        # A kind with too few TP examples to judge does not decide the rule.
+        {"step": 3, "tp_si_sdr": 1.95, "rms_ratio": 0.9, "real/rms_ratio": 0.85,
+         "real/tp_count": 9 * n, "synthetic/rms_ratio": 0.5, "synthetic/tp_count": n - 1},
+    ]  # fmt: skip
+    improved = [update_best(state, m, True, healthy_band=band) for m in history]
+    assert improved == [True, False, True]
+    assert state.best_step == 3 and state.best_healthy
+    assert levels_in_band(history[0], band) and not levels_in_band(history[1], band)
+    assert levels_in_band({"step": 4, "tp_si_sdr": 0.0}, band)  # nothing measured: no veto
+    assert not levels_in_band({"rms_ratio": 0.7}, band)
 
 
 def test_patience_not_counted_in_phase_one_and_reset():

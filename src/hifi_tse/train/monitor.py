@@ -17,12 +17,7 @@ import math
 
 from hifi_tse.config import HealthConfig, ObjectiveConfig
 from hifi_tse.data.store import VOICE_KINDS
-from hifi_tse.train.validation import SOURCE_PREFIX
-
-# Fewest TP examples for a group's rms_ratio to be judged against the band. The shipped demo
-# model's per-example rms_ratio on real test voices spreads with SD 0.22, so ten examples leave
-# a standard error near 0.07: a group of fewer is too noisy to name.
-GROUP_MIN_TP_EXAMPLES = 10
+from hifi_tse.train.validation import GROUP_MIN_TP_EXAMPLES, SOURCE_PREFIX
 
 
 class HealthMonitor:

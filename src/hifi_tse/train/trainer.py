@@ -133,6 +133,13 @@ class Trainer(RunSetup, RunCheckpoints):
                 cfg.train.budget_minutes, cfg.train.steps, self.state.budget_seconds
             )
             self.position = self.budget.position(self.budget.progress())
+            if checkpoint is not None and self.budget.progress() >= 1.0:
+                self.log.warning(
+                    f"the checkpoint already spent the whole {cfg.train.budget_minutes:g}-min "
+                    "budget: nothing to train; raise train.budget_minutes (it counts the time "
+                    "spent before the resume too) to go on",
+                    self.state.step,
+                )
         self._phase = stage_at(max(self.position - 1, 0), cfg).phase
         self._build_data()
         # Restore RNG streams last: building loaders/models above may draw from them.
