@@ -27,7 +27,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from fine_tune_common import add_fine_tune_arguments, level_figures, test_metrics
+
 RECIPE = "recipes/demo_model_stage12"
 NOMINAL_STEPS = 20000  # the schedule the budget stretches or shrinks to the wall clock
 VALIDATIONS = 6
@@ -92,24 +93,12 @@ def score(checkpoint: Path, out: Path, args: argparse.Namespace) -> dict[str, di
     """Test figures of ``checkpoint`` per voice kind (means over the kind's draws)."""
     from hifi_tse.eval.cli import eval_options
     from hifi_tse.eval.dnsmos import MIX_SUFFIX, PREFIX
-    from hifi_tse.eval.evaluate import evaluate_checkpoint
 
     figures = {}
     for voices in args.voices:
-        done = out / voices / "metrics.json"
-        if done.is_file():  # scored by an earlier pass: the same draws, reused
-            m = json.loads(done.read_text())
-        else:
-            m = evaluate_checkpoint(checkpoint, out / voices, eval_options(dnsmos=True),
-                                    data=args.corpus, split="test", examples=args.examples,
-                                    seed=args.seed, voices=voices)  # fmt: skip
+        m = test_metrics(checkpoint, out, voices, args, eval_options(dnsmos=True))
         tp_quality = m["dnsmos"]["tp"]
-        row = {
-            "tp_si_sdri_db": m["tp"]["si_sdri"]["mean"],
-            "ta_suppression_db": m["ta"]["suppression_db"]["mean"],
-            "rms_ratio": m["tp"]["rms_ratio_of_means"],
-            "pesq_wb": m["tp"]["pesq"]["mean"],
-        }
+        row = {**level_figures(m), "pesq_wb": m["tp"]["pesq"]["mean"]}
         for key in DNSMOS_KEYS:
             row[key] = tp_quality[f"{PREFIX}{key}"]["mean"]
             row[f"{key}_mix"] = tp_quality[f"{PREFIX}{key}{MIX_SUFFIX}"]["mean"]
@@ -137,15 +126,8 @@ def markdown(summary: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--corpus", type=Path, default=REPO / "data" / "demo")
-    p.add_argument("--start", type=Path, default=REPO / "models" / "demo_model.pt")
-    p.add_argument("--out", type=Path, default=REPO / "runs" / "gan_vs_plain")
-    p.add_argument("--minutes", type=float, default=15.0, help="budget per arm")
+    add_fine_tune_arguments(p, "gan_vs_plain", 15.0, "budget per arm", 1)  # threads per arm
     p.add_argument("--lr", type=float, default=1.5e-4)
-    p.add_argument("--threads", type=int, default=1, help="threads per arm")
-    p.add_argument("--voices", nargs="+", default=["unseen-source", "seen-source", "synthetic"])
-    p.add_argument("--examples", type=int, default=120)
-    p.add_argument("--seed", type=int, default=7)
     p.add_argument(
         "--arms",
         nargs="+",

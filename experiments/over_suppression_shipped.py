@@ -27,7 +27,7 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from fine_tune_common import REPO, add_fine_tune_arguments, level_figures, test_metrics
 
 VARIANTS: dict[str, list[str]] = {
     "legacy_db": ["objective.ta_loss=legacy_db", "objective.lambda_amp=0.0"],
@@ -113,23 +113,11 @@ def score(
     """Test figures per voice kind; ``mix``: mixing overrides (the start model's own
     settings differ from the runs', so it is scored on the runs' mixtures)."""
     from hifi_tse.eval.cli import eval_options
-    from hifi_tse.eval.evaluate import evaluate_checkpoint
 
-    figures = {}
-    for voices in args.voices:
-        done = out / voices / "metrics.json"
-        if done.is_file():  # scored by an earlier invocation: the same draws, reused
-            m = json.loads(done.read_text())
-        else:
-            m = evaluate_checkpoint(checkpoint, out / voices, eval_options(), data=args.corpus,
-                                    split="test", examples=args.examples, seed=args.seed,
-                                    voices=voices, mix_overrides=mix)  # fmt: skip
-        figures[voices] = {
-            "tp_si_sdri_db": m["tp"]["si_sdri"]["mean"],
-            "ta_suppression_db": m["ta"]["suppression_db"]["mean"],
-            "rms_ratio": m["tp"]["rms_ratio_of_means"],
-        }
-    return figures
+    return {
+        voices: level_figures(test_metrics(checkpoint, out, voices, args, eval_options(), mix))
+        for voices in args.voices
+    }
 
 
 def recover(args: argparse.Namespace) -> dict:
@@ -246,16 +234,9 @@ def markdown(summary: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--corpus", type=Path, default=REPO / "data" / "demo")
-    p.add_argument("--start", type=Path, default=REPO / "models" / "demo_model.pt")
-    p.add_argument("--out", type=Path, default=REPO / "runs" / "over_suppression_shipped")
-    p.add_argument("--minutes", type=float, default=20.0, help="budget per variant")
+    add_fine_tune_arguments(p, "over_suppression_shipped", 20.0, "budget per variant", 2)
     p.add_argument("--recover", type=float, default=0.0, help="minutes of the recovery run")
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--voices", nargs="+", default=["unseen-source", "seen-source", "synthetic"])
-    p.add_argument("--examples", type=int, default=120)
-    p.add_argument("--seed", type=int, default=7)
     p.add_argument("--figure", type=Path, default=REPO / "docs" / "over_suppression_shipped.png")
     args = p.parse_args()
 

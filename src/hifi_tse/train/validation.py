@@ -350,17 +350,13 @@ def levels_in_band(metrics: dict[str, float], band: tuple[float, float]) -> bool
     Per kind, not only overall: a model turns down the voices it is unsure of, and a mostly
     familiar validation set can sit inside the band while its real voices leave it. Sources
     are too small to decide the rule; the monitor names them instead."""
-    from hifi_tse.data.store import VOICE_KINDS
-
-    groups = [("rms_ratio", math.inf)] + [
-        (f"{kind}/rms_ratio", metrics.get(f"{kind}/tp_count", 0.0)) for kind in VOICE_KINDS
+    keys = ["rms_ratio"] + [
+        f"{kind}/rms_ratio"
+        for kind in VOICE_KINDS
+        if metrics.get(f"{kind}/tp_count", 0.0) >= GROUP_MIN_TP_EXAMPLES
     ]
-    for key, count in groups:
-        level = metrics.get(key, math.nan)
-        if count >= GROUP_MIN_TP_EXAMPLES and math.isfinite(level):
-            if not band[0] <= level <= band[1]:
-                return False
-    return True
+    levels = [metrics.get(key, math.nan) for key in keys]
+    return all(band[0] <= level <= band[1] for level in levels if math.isfinite(level))
 
 
 def update_best(
