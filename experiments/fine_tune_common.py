@@ -11,6 +11,19 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_VOICES = ["unseen-source", "seen-source", "synthetic"]
+NOMINAL_STEPS = 20000  # the schedule the budget stretches or shrinks to the wall clock
+
+
+def budget_schedule(minutes: float, validations: int) -> list[str]:
+    """``--set`` overrides: a ``minutes`` wall-clock budget over the nominal schedule, with
+    ``validations`` validations and numbered checkpoints evenly through it."""
+    interval = NOMINAL_STEPS // validations
+    return [
+        f"train.budget_minutes={minutes}",
+        f"train.steps={NOMINAL_STEPS}",
+        f"train.val_interval={interval}",
+        f"train.save_interval={interval}",
+    ]
 
 
 def add_fine_tune_arguments(

@@ -27,10 +27,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fine_tune_common import add_fine_tune_arguments, level_figures, test_metrics
+from fine_tune_common import add_fine_tune_arguments, budget_schedule, level_figures, test_metrics
 
 RECIPE = "recipes/demo_model_stage12"
-NOMINAL_STEPS = 20000  # the schedule the budget stretches or shrinks to the wall clock
 VALIDATIONS = 6
 # Discriminator-only for the first 5 % of the budget, adversarial weight ramped over 10 %.
 _GAN = ["gan.enabled=true", "gan.start_step=0", "gan.disc_warmup_steps=1000",
@@ -47,15 +46,7 @@ DNSMOS_KEYS = ("ovrl", "sig", "bak", "povrl", "pbak", "p808")
 
 
 def overrides(minutes: float, lr: float) -> list[str]:
-    interval = NOMINAL_STEPS // VALIDATIONS
-    return [
-        f"train.budget_minutes={minutes}",
-        f"train.steps={NOMINAL_STEPS}",
-        f"train.val_interval={interval}",
-        f"train.save_interval={interval}",
-        f"train.lr={lr}",
-        "train.warmup_steps=200",
-    ]
+    return [*budget_schedule(minutes, VALIDATIONS), f"train.lr={lr}", "train.warmup_steps=200"]
 
 
 def train_arms(args: argparse.Namespace) -> dict[str, Path]:

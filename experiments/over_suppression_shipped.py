@@ -27,7 +27,14 @@ import json
 import sys
 from pathlib import Path
 
-from fine_tune_common import REPO, add_fine_tune_arguments, level_figures, test_metrics
+from fine_tune_common import (
+    NOMINAL_STEPS,
+    REPO,
+    add_fine_tune_arguments,
+    budget_schedule,
+    level_figures,
+    test_metrics,
+)
 
 VARIANTS: dict[str, list[str]] = {
     "legacy_db": ["objective.ta_loss=legacy_db", "objective.lambda_amp=0.0"],
@@ -39,17 +46,12 @@ UNSAFE = {"legacy_db", "relu", "relu_amp1"}  # the start-up audit refuses these 
 DEFAULT_OBJECTIVE = VARIANTS["default"]
 RECIPE = "recipes/demo_model_stage12"
 VALIDATIONS = 12  # validations per run: enough points to draw each curve
-NOMINAL_STEPS = 20000  # the schedule the budget stretches or shrinks to the wall clock
 RECOVER_VALIDATIONS = 8  # validations in the recovery run's own budget
 
 
 def common_overrides(minutes: float) -> list[str]:
-    interval = NOMINAL_STEPS // VALIDATIONS
     return [
-        f"train.budget_minutes={minutes}",
-        f"train.steps={NOMINAL_STEPS}",
-        f"train.val_interval={interval}",
-        f"train.save_interval={interval}",
+        *budget_schedule(minutes, VALIDATIONS),
         f"train.keep_last={VALIDATIONS + 2}",
         "train.val_examples=240",
         "train.lr=0.00035",
