@@ -21,6 +21,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("make-demo-corpus", "hifi_tse.data.demo_corpus_cli", "synthesise the offline demo corpus"),
     ("train", "hifi_tse.train.cli", "train a generator (single process or torchrun)"),
     ("evaluate", "hifi_tse.eval.cli", "score a checkpoint and write a report"),
+    ("compare", "hifi_tse.eval.compare", "paired differences between evaluate runs"),
     ("separate", "hifi_tse.infer.separate_cli", "extract the target talker from recordings"),
     ("stream", "hifi_tse.infer.stream_cli", "real-time extraction of raw PCM, stdin to stdout"),
     ("export", "hifi_tse.infer.export_cli", "export a checkpoint to ONNX"),
