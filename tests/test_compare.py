@@ -10,7 +10,7 @@ from eval_fixtures import make_checkpoint, tiny_ckpt, tiny_packs  # noqa: F401
 
 from hifi_tse.cli import main
 from hifi_tse.errors import UserError
-from hifi_tse.eval.compare import paired_differences, read_examples
+from hifi_tse.eval.compare import _verdict, paired_differences, read_examples
 
 
 def _evaluate(ckpt, packs, out, seed: int = 3) -> None:
@@ -75,3 +75,36 @@ def test_compare_refuses_runs_on_different_draws(
     assert all(r["difference"] == 0 and not r["clear"] for r in result["all"].values())
     with pytest.raises(UserError, match="per_example.csv"):
         read_examples(tmp_path / "missing")
+
+
+def _rows(values: dict[str, list[float]], present: bool = True) -> dict[str, dict[str, str]]:
+    """per_example.csv rows as read: one per value, every column a string."""
+    count = len(next(iter(values.values())))
+    return {
+        f"ex{i}": {
+            "name": f"ex{i}",
+            "target_present": str(present),
+            **{col: str(v[i]) for col, v in values.items()},
+        }
+        for i in range(count)
+    }
+
+
+def test_verdicts_follow_each_metrics_direction_and_the_noise():
+    base = {"si_sdri": [1.0, 2.0, 3.0, 4.0], "si_sdri_wrong": [0.0, 1.0, 2.0, 3.0],
+            "rms_ratio": [0.9, 1.0, 0.8, 0.95], "pesq": [1.1, 1.2, 1.3, 1.4]}  # fmt: skip
+    cand = {"si_sdri": [1.5, 2.6, 3.4, 4.5],  # +0.5 each, little spread: clearly better
+            "si_sdri_wrong": [0.5, 1.6, 2.4, 3.5],  # up: worse selectivity
+            "rms_ratio": [0.8, 0.9, 0.7, 0.86],  # down: neither better nor worse
+            # pesq: +0.2 and -0.2 in turn, a mean of zero: noise
+            "pesq": [1.3, 1.0, 1.5, 1.2]}  # fmt: skip
+    result = paired_differences(_rows(base), _rows(cand))["all"]
+    assert result["si_sdri"]["difference"] == pytest.approx(0.5)
+    assert _verdict(result["si_sdri"]) == "better"
+    assert _verdict(result["si_sdri_wrong"]) == "worse"
+    assert _verdict(result["rms_ratio"]) == "lower"
+    assert _verdict(result["pesq"]) == "within noise"
+    # suppression_db is paired over TA mixtures only: TP rows give it no pairs
+    assert "suppression_db" not in result
+    with pytest.raises(UserError, match="no column 'voice_kind'"):
+        paired_differences(_rows(base), _rows(cand), group_by="voice_kind")

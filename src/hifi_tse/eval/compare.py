@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hifi_tse.errors import UserError
+from hifi_tse.eval.metrics import summarize
 from hifi_tse.utils import atomic_write_text
 
 # Columns that identify a mixture: two runs pair only when all of them agree.
@@ -61,15 +62,6 @@ def _value(row: dict[str, str], column: str) -> float | None:
         return None
     value = float(text)
     return value if math.isfinite(value) else None
-
-
-def _summary(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    n = len(values)
-    mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
-    return {"n": n, "mean": mean, "sem": math.sqrt(var / n)}
 
 
 def paired_differences(
@@ -116,15 +108,15 @@ def paired_differences(
                     pairs.append((a, b))
             if not pairs:
                 continue
-            diff = _summary([b - a for a, b in pairs])
-            assert diff is not None
-            clear = diff["sem"] > 0 and abs(diff["mean"]) >= CLEAR_SE * diff["sem"]
+            diff = summarize([b - a for a, b in pairs])
+            sem = diff["sem"] or 0.0  # one pair: no spread to measure
+            clear = sem > 0 and abs(diff["mean"]) >= CLEAR_SE * sem
             table[column] = {
                 "n": len(pairs),
                 "baseline": sum(a for a, _ in pairs) / len(pairs),
                 "candidate": sum(b for _, b in pairs) / len(pairs),
                 "difference": diff["mean"],
-                "difference_sem": diff["sem"],
+                "difference_sem": sem,
                 "clear": clear,
                 "higher_is_better": higher_better,
             }
