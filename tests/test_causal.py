@@ -93,3 +93,44 @@ def test_a_causal_model_warm_starts_from_an_offline_one(tmp_path) -> None:
             assert torch.equal(value, src[name][:, :hidden])
         else:
             assert torch.equal(value, src[name]), name
+
+
+@pytest.mark.parametrize("reinject_new", [False, True])
+def test_a_deeper_model_starts_as_the_checkpoint_it_grows_from(tmp_path, reinject_new) -> None:
+    """--init-from a checkpoint with fewer backbone blocks: the added stage starts as the
+    identity (same output to float precision), its recurrences random, and it trains."""
+    from hifi_tse.checkpoints import save_generator_checkpoint
+    from hifi_tse.train.setup import new_backbone_stages, warm_start
+
+    shallow, cfg = causal_tiny(causal=False)
+    path = tmp_path / "shallow.pt"
+    save_generator_checkpoint(path, shallow, cfg)
+    cfg.model.num_blocks += 1
+    if reinject_new:
+        cfg.model.reinject_blocks = [*cfg.model.reinject_blocks, cfg.model.num_blocks - 1]
+    torch.manual_seed(1)
+    deep = build_generator(cfg).eval()
+    added = cfg.model.num_blocks - 1
+    copied, new = warm_start(deep, path)
+    assert copied == len(shallow.state_dict())
+    assert new and all(name.startswith(f"backbone.stages.{added}.") for name in new)
+    assert new_backbone_stages(deep, shallow.state_dict()) == [added]
+    stage = deep.backbone.stages[added]
+    assert stage.block.intra.lstm.weight_ih_l0.abs().sum() > 0  # not silenced: it can learn
+    assert (stage.reinject is not None) == reinject_new
+
+    rng = np.random.default_rng(2)
+    mix = torch.from_numpy(voice(rng, 130.0, 1.0, SR) + voice(rng, 210.0, 1.0, SR))[None]
+    ref = torch.from_numpy(voice(rng, 130.0, 1.0, SR))[None]
+    with torch.no_grad():
+        want, got = shallow(mix, ref), deep(mix, ref)
+    assert torch.allclose(got, want, atol=1e-6)
+
+    # One update moves the new stage's output layers off zero, so the output changes.
+    deep.train()
+    opt = torch.optim.Adam(deep.parameters(), lr=1e-3)
+    deep(mix, ref).pow(2).mean().backward()
+    opt.step()
+    assert stage.block.inter.proj.weight.abs().sum() > 0
+    with torch.no_grad():
+        assert not torch.allclose(deep.eval()(mix, ref), want, atol=1e-6)

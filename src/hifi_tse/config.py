@@ -106,7 +106,12 @@ class BandSplitConfig:
 @dataclass
 class ModelConfig:
     feature_dim: int = _f(128, lo=4, hi=4096, doc="per-band feature width")
-    num_blocks: int = _f(6, lo=1, hi=64, doc="GridNet blocks")
+    num_blocks: int = _f(
+        6,
+        lo=1,
+        hi=64,
+        doc="GridNet blocks; blocks beyond an --init-from checkpoint's start as the identity",
+    )
     lstm_hidden: int = _f(256, lo=2, hi=4096, doc="BiLSTM hidden units per direction")
     num_heads: int = _f(4, lo=1, hi=64, doc="attention heads (USEF, self-attn, re-injection)")
     reinject_blocks: list[int] = _f(
