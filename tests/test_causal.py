@@ -95,42 +95,59 @@ def test_a_causal_model_warm_starts_from_an_offline_one(tmp_path) -> None:
             assert torch.equal(value, src[name]), name
 
 
-@pytest.mark.parametrize("reinject_new", [False, True])
-def test_a_deeper_model_starts_as_the_checkpoint_it_grows_from(tmp_path, reinject_new) -> None:
-    """--init-from a checkpoint with fewer backbone blocks: the added stage starts as the
-    identity (same output to float precision), its recurrences random, and it trains."""
+@pytest.mark.parametrize(
+    ("old_reinject", "extra_blocks", "new_reinject"),
+    [
+        ([0, 1], 1, [0, 1]),  # a third block without re-injection
+        ([0, 1], 1, [0, 1, 2]),  # a third block with its re-injection
+        ([0], 0, [0, 1]),  # a re-injection before an existing block
+    ],
+)
+def test_a_larger_model_starts_as_the_checkpoint_it_grows_from(
+    tmp_path, old_reinject, extra_blocks, new_reinject
+) -> None:
+    """--init-from a checkpoint with fewer backbone blocks or re-injections: what is added
+    starts as the identity (same output to float precision), its inner layers random, and
+    it trains."""
     from hifi_tse.checkpoints import save_generator_checkpoint
-    from hifi_tse.train.setup import new_backbone_stages, warm_start
+    from hifi_tse.train.setup import warm_start
 
-    shallow, cfg = causal_tiny(causal=False)
-    path = tmp_path / "shallow.pt"
-    save_generator_checkpoint(path, shallow, cfg)
-    cfg.model.num_blocks += 1
-    if reinject_new:
-        cfg.model.reinject_blocks = [*cfg.model.reinject_blocks, cfg.model.num_blocks - 1]
+    cfg = tiny_config()
+    cfg.model.reinject_blocks = old_reinject
+    torch.manual_seed(0)
+    small = build_generator(cfg).eval()
+    with torch.no_grad():  # a mask that depends on the features (not pass-through)
+        small.decoder.out_weight.normal_(std=0.1)
+    path = tmp_path / "small.pt"
+    save_generator_checkpoint(path, small, cfg)
+    cfg.model.num_blocks += extra_blocks
+    cfg.model.reinject_blocks = new_reinject
     torch.manual_seed(1)
-    deep = build_generator(cfg).eval()
-    added = cfg.model.num_blocks - 1
-    copied, new = warm_start(deep, path)
-    assert copied == len(shallow.state_dict())
-    assert new and all(name.startswith(f"backbone.stages.{added}.") for name in new)
-    assert new_backbone_stages(deep, shallow.state_dict()) == [added]
-    stage = deep.backbone.stages[added]
-    assert stage.block.intra.lstm.weight_ih_l0.abs().sum() > 0  # not silenced: it can learn
-    assert (stage.reinject is not None) == reinject_new
+    large = build_generator(cfg).eval()
+    copied, new = warm_start(large, path)
+    assert copied == len(small.state_dict())
+    index = len(large.backbone.stages) - 1 if extra_blocks else 1
+    grown = large.backbone.stages[index]
+    added = f"backbone.stages.{index}." + ("" if extra_blocks else "reinject.")
+    assert new and all(name.startswith(added) for name in new)
+    assert (grown.reinject is not None) == (index in new_reinject)
+    # The output layers start at zero, the layers inside the branch do not (so they learn).
+    out_layer = grown.block.inter.proj if extra_blocks else grown.reinject.attn.out
+    inner = grown.block.intra.lstm.weight_ih_l0 if extra_blocks else grown.reinject.attn.q.weight
+    assert out_layer.weight.abs().sum() == 0 and inner.abs().sum() > 0
 
     rng = np.random.default_rng(2)
     mix = torch.from_numpy(voice(rng, 130.0, 1.0, SR) + voice(rng, 210.0, 1.0, SR))[None]
     ref = torch.from_numpy(voice(rng, 130.0, 1.0, SR))[None]
     with torch.no_grad():
-        want, got = shallow(mix, ref), deep(mix, ref)
+        want, got = small(mix, ref), large(mix, ref)
     assert torch.allclose(got, want, atol=1e-6)
 
-    # One update moves the new stage's output layers off zero, so the output changes.
-    deep.train()
-    opt = torch.optim.Adam(deep.parameters(), lr=1e-3)
-    deep(mix, ref).pow(2).mean().backward()
+    # One update moves the new output layers off zero, so the output changes.
+    large.train()
+    opt = torch.optim.Adam(large.parameters(), lr=1e-3)
+    large(mix, ref).pow(2).mean().backward()
     opt.step()
-    assert stage.block.inter.proj.weight.abs().sum() > 0
+    assert out_layer.weight.abs().sum() > 0
     with torch.no_grad():
-        assert not torch.allclose(deep.eval()(mix, ref), want, atol=1e-6)
+        assert not torch.allclose(large.eval()(mix, ref), want, atol=1e-6)

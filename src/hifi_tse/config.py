@@ -115,7 +115,9 @@ class ModelConfig:
     lstm_hidden: int = _f(256, lo=2, hi=4096, doc="BiLSTM hidden units per direction")
     num_heads: int = _f(4, lo=1, hi=64, doc="attention heads (USEF, self-attn, re-injection)")
     reinject_blocks: list[int] = _f(
-        [0, 1, 2, 3, 4, 5], doc="GridNet blocks preceded by speaker re-injection"
+        [0, 1, 2, 3, 4, 5],
+        doc="GridNet blocks preceded by speaker re-injection; one an --init-from checkpoint "
+        "lacks starts as the identity",
     )
     attention_window_seconds: float = _f(
         0.0,

@@ -134,41 +134,28 @@ def warm_start(generator: torch.nn.Module, path: str | Path) -> tuple[int, list[
     if not shared:
         raise UserError(f"--init-from {path}: no weight names match this config's generator")
     generator.load_state_dict(shared, strict=False)
-    _silence_new_stages(generator, source)
+    _silence_new_branches(generator, source)
     return len(shared), [name for name in target if name not in source]
 
 
-# A weight of backbone stage N (group 1).
-STAGE_WEIGHT = re.compile(r"^backbone\.stages\.(\d+)\.")
-
 # The last layer of each residual branch of a backbone stage (the two BiLSTMs' projections,
 # the self-attention's and the re-injection's output layers): the stage adds their output to
-# its input, so with these at zero the stage is the identity.
+# its input, so a branch with this layer at zero passes its input through unchanged.
 _RESIDUAL_OUTPUT = re.compile(
-    r"^backbone\.stages\.(\d+)\."
+    r"^backbone\.stages\.\d+\."
     r"(?:block\.intra\.proj|block\.inter\.proj|block\.attn\.out|reinject\.attn\.out)\."
 )
 
 
-def new_backbone_stages(generator: torch.nn.Module, source: dict[str, torch.Tensor]) -> list[int]:
-    """Indices of the backbone stages of ``generator`` of which ``source`` has no weight."""
-    have = {int(m.group(1)) for m in map(STAGE_WEIGHT.match, source) if m}
-    built = {int(m.group(1)) for m in map(STAGE_WEIGHT.match, generator.state_dict()) if m}
-    return sorted(built - have)
-
-
-def _silence_new_stages(generator: torch.nn.Module, source: dict[str, torch.Tensor]) -> None:
-    """Zero the residual outputs of every backbone stage the checkpoint lacks, so a deeper
-    model (more ``model.num_blocks``) starts computing exactly what the checkpoint did; the
-    new stage's recurrences keep their random initialisation and start learning as soon as
-    its output layers leave zero (after the first update)."""
-    new = set(new_backbone_stages(generator, source))
-    if not new:
-        return
+def _silence_new_branches(generator: torch.nn.Module, source: dict[str, torch.Tensor]) -> None:
+    """Zero the output layer of every residual branch the checkpoint lacks (a whole new
+    block from a larger ``model.num_blocks``, or a re-injection added by
+    ``model.reinject_blocks``), so the larger model starts computing exactly what the
+    checkpoint did; the new branches' inner layers keep their random initialisation and
+    start learning as soon as their output layers leave zero (after the first update)."""
     with torch.no_grad():
         for name, value in generator.named_parameters():
-            match = _RESIDUAL_OUTPUT.match(name)
-            if match and int(match.group(1)) in new:
+            if name not in source and _RESIDUAL_OUTPUT.match(name):
                 value.zero_()
 
 

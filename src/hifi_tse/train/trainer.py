@@ -51,7 +51,6 @@ from hifi_tse.train.logging_utils import (
 from hifi_tse.train.monitor import HealthMonitor
 from hifi_tse.train.run_checkpoints import RunCheckpoints, weights_digest
 from hifi_tse.train.setup import (
-    STAGE_WEIGHT,
     RunSetup,
     TrainOptions,
     check_loss_safety,
@@ -114,12 +113,10 @@ class Trainer(RunSetup, RunCheckpoints):
         elif opts.init_from:
             copied, new = warm_start(self.generator, opts.init_from)
             self.ema.load_state_dict(self.generator.state_dict())
-            grown = sorted({m.group(1) for m in map(STAGE_WEIGHT.match, new) if m})
-            new = [name for name in new if not STAGE_WEIGHT.match(name)]
             self.log.info(
                 f"--init-from {opts.init_from}: {copied} weight tensors copied"
-                + (f"; backbone stages {', '.join(grown)} added as the identity" if grown else "")
-                # "as built": zero-initialised additions, or a frozen pretrained encoder.
+                # "as built": zero-initialised additions (new blocks and re-injections start
+                # as the identity), or a frozen pretrained encoder.
                 + (f"; not in it, kept as built: {', '.join(new)}" if new else "")
             )
         if self.dist.is_main:
