@@ -218,7 +218,7 @@ def test_recipes_are_written_in_the_current_layout():
 
 @pytest.mark.parametrize(
     "model, recipe",
-    [("demo_model.pt", "demo_model_stage13"), ("demo_causal_model.pt", "demo_causal_model_stage2")],
+    [("demo_model.pt", "demo_model_stage14"), ("demo_causal_model.pt", "demo_causal_model_stage2")],
 )
 def test_the_shipped_models_configs_are_their_recipes(model, recipe):
     import torch
