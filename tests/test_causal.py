@@ -10,14 +10,19 @@ from eval_fixtures import SR, tiny_config, voice
 from hifi_tse.models.generator import build_generator
 
 
-def causal_tiny(causal: bool = True):
-    cfg = tiny_config()
-    cfg.model.causal = causal
-    torch.manual_seed(0)
+def seeded_generator(cfg, seed: int = 0):
+    """A generator of ``cfg`` in eval mode whose mask depends on the features."""
+    torch.manual_seed(seed)
     model = build_generator(cfg).eval()
     with torch.no_grad():  # a mask that depends on the features (not pass-through)
         model.decoder.out_weight.normal_(std=0.1)
-    return model, cfg
+    return model
+
+
+def causal_tiny(causal: bool = True):
+    cfg = tiny_config()
+    cfg.model.causal = causal
+    return seeded_generator(cfg), cfg
 
 
 @pytest.mark.parametrize("window_seconds", [0.0, 0.1])
@@ -114,10 +119,7 @@ def test_a_larger_model_starts_as_the_checkpoint_it_grows_from(
 
     cfg = tiny_config()
     cfg.model.reinject_blocks = old_reinject
-    torch.manual_seed(0)
-    small = build_generator(cfg).eval()
-    with torch.no_grad():  # a mask that depends on the features (not pass-through)
-        small.decoder.out_weight.normal_(std=0.1)
+    small = seeded_generator(cfg)
     path = tmp_path / "small.pt"
     save_generator_checkpoint(path, small, cfg)
     cfg.model.num_blocks += extra_blocks
