@@ -273,3 +273,45 @@ def test_list_header_must_name_every_column(tmp_path):
     path.write_text("a.wav,r.wav\n")
     (row,) = read_csv_rows(path, ["mix", "ref", "target"], required=2)
     assert Path(row["ref"]).name == "r.wav" and row["target"] == ""
+
+
+def test_ref_seconds_changes_only_the_enrollment(tiny_ckpt, tiny_packs, tmp_path, capsys):  # noqa: F811
+    from hifi_tse.data.datasets import FixedExampleSet
+    from hifi_tse.eval.evaluate import enrollment_config
+    from hifi_tse.infer.loading import load_generator
+
+    cfg = load_generator(tiny_ckpt)[1]
+    longer = cfg.audio.ref_seconds * 2.0
+    sets = [
+        FixedExampleSet(tiny_packs, c, split="test", seed=5, n=6)
+        for c in (cfg, enrollment_config(cfg, longer))
+    ]
+    for index in range(len(sets[0])):
+        short, long = sets[0].example(index), sets[1].example(index)
+        assert np.array_equal(short.mix, long.mix) and np.array_equal(short.target, long.target)
+        assert len(short.ref) == round(cfg.audio.ref_seconds * SR)
+        assert len(long.ref) == round(longer * SR)
+    assert enrollment_config(cfg, None) is cfg
+
+    base = ["evaluate", "--checkpoint", str(tiny_ckpt), "--data", str(tiny_packs)]
+    base += ["--examples", "6", "--no-perceptual", "--seed", "5"]
+    outs = [tmp_path / "short", tmp_path / "long"]
+    assert main([*base, "--out", str(outs[0])]) == 0
+    assert main([*base, "--ref-seconds", str(longer), "--out", str(outs[1])]) == 0
+    metrics = [json.loads((o / "metrics.json").read_text()) for o in outs]
+    assert [m["ref_seconds"] for m in metrics] == [cfg.audio.ref_seconds, longer]
+    assert f"enrollment {longer:g} s" in (outs[1] / "report.md").read_text()
+    # the same draws: compare pairs them (it refuses runs whose mixtures differ)
+    assert main(["compare", str(outs[0]), str(outs[1]), "--out", str(tmp_path / "cmp")]) == 0
+    capsys.readouterr()
+    for extra, named in (
+        (["--ref-seconds", "0.01"], "--ref-seconds"),
+        (["--ref-seconds", "1", "--list", str(tmp_path / "l.csv")], "--list"),
+    ):
+        args = (
+            [a for a in base if a not in ("--data", str(tiny_packs))] if "--list" in extra else base
+        )
+        code = main([*args, *extra, "--out", str(tmp_path / "bad")])
+        err = capsys.readouterr().err.strip()
+        assert code != 0 and len(err.splitlines()) == 1 and named in err
+        assert not (tmp_path / "bad" / "metrics.json").exists()

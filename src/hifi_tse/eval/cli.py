@@ -98,6 +98,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "mixtures (the old name data.KEY is accepted)",
     )
     p.add_argument(
+        "--ref-seconds",
+        type=float,
+        default=None,
+        help="enrollment length of the --data mixtures, s (default: the checkpoint's "
+        "audio.ref_seconds); the mixtures themselves stay the same, so one checkpoint can be "
+        "scored with a shorter or longer enrollment on the same draws",
+    )
+    p.add_argument(
         "--voices",
         choices=VOICE_SELECTIONS,
         default=None,
@@ -225,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
         mix_overrides=args.mix_set,
         voices=args.voices,
         no_target=args.no_target,
+        ref_seconds=args.ref_seconds,
     )
     if args.no_target:
         sim, gain = metrics["spk_sim"]["mean"], metrics["spk_sim_gain"]["mean"]

@@ -456,6 +456,19 @@ def mixing_config(cfg: Config, overrides: Sequence[str]) -> Config:
         raise UserError(f"--mix-set: {exc}") from None
 
 
+def enrollment_config(cfg: Config, ref_seconds: float | None) -> Config:
+    """``cfg`` with the enrollment crop length ``audio.ref_seconds`` set to ``ref_seconds``
+    (s; ``None`` keeps it), checked against the config schema's bounds."""
+    if ref_seconds is None:
+        return cfg
+    try:
+        return config_from_dict(
+            apply_overrides(cfg.to_dict(), [f"audio.ref_seconds={ref_seconds}"])
+        )
+    except ConfigError as exc:
+        raise UserError(f"--ref-seconds {ref_seconds}: {exc}") from None
+
+
 def _evaluate_no_target(
     checkpoint: Path, out_dir: Path | None, opts: EvalOptions, list_path: Path | None, ema: bool
 ) -> dict[str, Any]:
@@ -501,6 +514,7 @@ def evaluate_checkpoint(
     mix_overrides: Sequence[str] = (),
     voices: str | None = None,
     no_target: bool = False,
+    ref_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Load ``checkpoint`` (architecture and EMA weights from the file) and evaluate it.
 
@@ -513,6 +527,8 @@ def evaluate_checkpoint(
     settings can be scored on the same mixtures. ``voices`` (``real`` / ``synthetic``)
     mixes only speakers of that kind (``data`` mode). ``no_target``: the list holds
     ``mix, ref`` only and is scored by speaker similarity (:mod:`hifi_tse.eval.unlabelled`).
+    ``ref_seconds`` (``data`` mode) replaces the checkpoint's enrollment length; each
+    mixture is drawn before its enrollment, so the mixtures stay the same.
     """
     if no_target:
         return _evaluate_no_target(checkpoint, out_dir, opts, list_path, use_ema)
@@ -520,10 +536,12 @@ def evaluate_checkpoint(
         raise UserError("evaluate: give exactly one of --data (packs dir) and --list (CSV)")
     if mix_overrides and data is None:
         raise UserError("--mix-set: applies to --data mixtures only, not to --list")
+    if ref_seconds is not None and data is None:
+        raise UserError("--ref-seconds: applies to --data mixtures only, not to --list")
     extractor = load_extractor(checkpoint, opts, use_ema)
     ckpt = read_checkpoint(checkpoint)
     cfg, step = config_from_dict(ckpt["config"]), ckpt.get("step")
-    mix_cfg = mixing_config(cfg, mix_overrides)
+    mix_cfg = enrollment_config(mixing_config(cfg, mix_overrides), ref_seconds)
     sr = extractor.sample_rate
     partial: Sequence[dict[str, Any]] = []
     if data is not None:
@@ -558,6 +576,7 @@ def evaluate_checkpoint(
         "seed": seed if data is not None else None,
         "examples": len(items),
         "mix_overrides": list(mix_overrides),
+        "ref_seconds": mix_cfg.audio.ref_seconds if data is not None else None,
         "voices": voices if data is not None else None,
     }
     # Speech source -> kind of voice (the prepare report's tags): the by-kind breakdown.

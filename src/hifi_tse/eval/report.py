@@ -291,7 +291,8 @@ def render_markdown(metrics: dict[str, Any], figures: list[tuple[str, str]]) -> 
             f"; mixtures with {', '.join(metrics['mix_overrides'])}"
             if metrics.get("mix_overrides")
             else ""
-        ),
+        )
+        + (f"; enrollment {metrics['ref_seconds']:g} s" if metrics.get("ref_seconds") else ""),
         f"- model sample rate: {metrics.get('sample_rate')} Hz; checkpoint step "
         f"{metrics.get('step')}",
         "- values are mean ± standard error of the mean; PESQ-WB at 16 kHz, STOI at 10 kHz; "
