@@ -31,6 +31,7 @@ from hifi_tse.api import BATCH_CHUNKS, Extractor
 from hifi_tse.audio.io import load_audio
 from hifi_tse.checkpoints import read_checkpoint
 from hifi_tse.config import Config, ConfigError, apply_overrides, config_from_dict
+from hifi_tse.data.datasets import FixedExampleSet
 from hifi_tse.data.store import load_report, speech_source_voices
 from hifi_tse.errors import UserError
 from hifi_tse.eval.activity_eval import partial_activity, score_ta_activity
@@ -498,6 +499,24 @@ def load_extractor(checkpoint: Path, opts: EvalOptions, use_ema: bool = True) ->
     )
 
 
+def _partial_presence_set(
+    data: Path,
+    mix_cfg: Config,
+    split: str,
+    seed: int,
+    n: int,
+    seconds: float | None,
+    voices: str | None,
+) -> FixedExampleSet:
+    """``n`` TP mixtures of ``seconds`` (default: two training segments) from ``split``, in
+    which the target talks for part of the time (phase 1: no TA mixtures)."""
+    seconds = seconds or 2.0 * mix_cfg.audio.segment_seconds
+    long_cfg = dataclasses.replace(
+        mix_cfg, audio=dataclasses.replace(mix_cfg.audio, segment_seconds=seconds)
+    )
+    return FixedExampleSet(data, long_cfg, split=split, seed=seed, n=n, phase=1, voices=voices)
+
+
 def evaluate_checkpoint(
     checkpoint: Path,
     out_dir: Path | None,
@@ -534,10 +553,10 @@ def evaluate_checkpoint(
         return _evaluate_no_target(checkpoint, out_dir, opts, list_path, use_ema)
     if (data is None) == (list_path is None):
         raise UserError("evaluate: give exactly one of --data (packs dir) and --list (CSV)")
-    if mix_overrides and data is None:
-        raise UserError("--mix-set: applies to --data mixtures only, not to --list")
-    if ref_seconds is not None and data is None:
-        raise UserError("--ref-seconds: applies to --data mixtures only, not to --list")
+    data_only = {"--mix-set": bool(mix_overrides), "--ref-seconds": ref_seconds is not None}
+    refused = [flag for flag, given in data_only.items() if given and data is None]
+    if refused:
+        raise UserError(f"{refused[0]}: applies to --data mixtures only, not to --list")
     extractor = load_extractor(checkpoint, opts, use_ema)
     ckpt = read_checkpoint(checkpoint)
     cfg, step = config_from_dict(ckpt["config"]), ckpt.get("step")
@@ -545,24 +564,16 @@ def evaluate_checkpoint(
     sr = extractor.sample_rate
     partial: Sequence[dict[str, Any]] = []
     if data is not None:
-        from hifi_tse.data.datasets import FixedExampleSet
-
-        fixed = FixedExampleSet(
+        items = FixedExampleSet(
             Path(data), mix_cfg, split=split, seed=seed, n=examples, phase=2, voices=voices
-        )
-        items = fixed  # generated lazily, item by item
+        )  # generated lazily, item by item
         which = f", {voices} voices" if voices else ""
         source = f"{data} split={split} (FixedExampleSet, held-out speakers{which})"
         if partial_presence:
-            seconds = partial_seconds or 2.0 * cfg.audio.segment_seconds
-            long_cfg = dataclasses.replace(
-                mix_cfg, audio=dataclasses.replace(mix_cfg.audio, segment_seconds=seconds)
-            )
             n_pp = partial_examples or max(1, examples // 4)
-            long_set = FixedExampleSet(
-                Path(data), long_cfg, split=split, seed=seed + 1, n=n_pp, phase=1, voices=voices
+            partial = _partial_presence_set(
+                Path(data), mix_cfg, split, seed + 1, n_pp, partial_seconds, voices
             )
-            partial = long_set
     else:
         items = load_list_items(Path(list_path), sr)
         source = f"{list_path} (pre-mixed list)"
