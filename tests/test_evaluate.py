@@ -305,8 +305,8 @@ def test_ref_seconds_changes_only_the_enrollment(tiny_ckpt, tiny_packs, tmp_path
     assert main(["compare", str(outs[0]), str(outs[1]), "--out", str(tmp_path / "cmp")]) == 0
     capsys.readouterr()
     for extra, named in (
-        (["--ref-seconds", "0.01"], "--ref-seconds"),
-        (["--ref-seconds", "1", "--list", str(tmp_path / "l.csv")], "--list"),
+        (["--ref-seconds", "0.01"], "--ref-seconds 0.01"),  # below the schema's bound
+        (["--ref-seconds", "1", "--list", str(tmp_path / "l.csv")], "--ref-seconds: applies"),
     ):
         args = (
             [a for a in base if a not in ("--data", str(tiny_packs))] if "--list" in extra else base

@@ -440,6 +440,17 @@ def _example_audio(
 # --------------------------------------------------------------------------- checkpoint entry
 
 
+def _with_overrides(cfg: Config, overrides: Sequence[str], option: str) -> Config:
+    """``cfg`` with ``KEY=VALUE`` ``overrides`` applied and checked against the config
+    schema; a refused value is a one-line :class:`UserError` naming ``option``."""
+    if not overrides:
+        return cfg
+    try:
+        return config_from_dict(apply_overrides(cfg.to_dict(), list(overrides)))
+    except ConfigError as exc:
+        raise UserError(f"{option}: {exc}") from None
+
+
 def mixing_config(cfg: Config, overrides: Sequence[str]) -> Config:
     """``cfg`` with ``mixing.KEY=VALUE`` overrides applied (the settings test mixtures are
     built with; the old name ``data.KEY`` of a mixing key is accepted); any other section is
@@ -449,12 +460,7 @@ def mixing_config(cfg: Config, overrides: Sequence[str]) -> Config:
     for item in overrides:
         if not current_key(item.split("=", 1)[0].strip()).startswith("mixing."):
             raise UserError(f"--mix-set {item!r}: expected mixing.KEY=VALUE")
-    if not overrides:
-        return cfg
-    try:
-        return config_from_dict(apply_overrides(cfg.to_dict(), list(overrides)))
-    except ConfigError as exc:
-        raise UserError(f"--mix-set: {exc}") from None
+    return _with_overrides(cfg, overrides, "--mix-set")
 
 
 def enrollment_config(cfg: Config, ref_seconds: float | None) -> Config:
@@ -462,12 +468,8 @@ def enrollment_config(cfg: Config, ref_seconds: float | None) -> Config:
     (s; ``None`` keeps it), checked against the config schema's bounds."""
     if ref_seconds is None:
         return cfg
-    try:
-        return config_from_dict(
-            apply_overrides(cfg.to_dict(), [f"audio.ref_seconds={ref_seconds}"])
-        )
-    except ConfigError as exc:
-        raise UserError(f"--ref-seconds {ref_seconds}: {exc}") from None
+    overrides = [f"audio.ref_seconds={ref_seconds}"]
+    return _with_overrides(cfg, overrides, f"--ref-seconds {ref_seconds}")
 
 
 def _evaluate_no_target(
