@@ -112,7 +112,13 @@ class ModelConfig:
         hi=64,
         doc="GridNet blocks; blocks beyond an --init-from checkpoint's start as the identity",
     )
-    lstm_hidden: int = _f(256, lo=2, hi=4096, doc="BiLSTM hidden units per direction")
+    lstm_hidden: int = _f(
+        256,
+        lo=2,
+        hi=4096,
+        doc="BiLSTM hidden units per direction; above an --init-from checkpoint's, its LSTMs "
+        "are embedded in the wider ones (new units live, their output weights at zero)",
+    )
     num_heads: int = _f(4, lo=1, hi=64, doc="attention heads (USEF, self-attn, re-injection)")
     reinject_blocks: list[int] = _f(
         [0, 1, 2, 3, 4, 5],

@@ -109,7 +109,10 @@ def check_loss_safety(cfg: Config, allow_unsafe: bool) -> list[str]:
 def warm_start(generator: torch.nn.Module, path: str | Path) -> tuple[int, list[str]]:
     """Copy a checkpoint's generator weights (EMA when present) into ``generator`` wherever
     name and shape match; the rest keep their initialisation (e.g. zero-initialised level
-    features added to an older model). Returns ``(tensors copied, names left as initialised)``.
+    features added to an older model). Added backbone blocks and re-injections, and backbone
+    LSTMs widened by a larger ``model.lstm_hidden``, start as the identity / as the
+    checkpoint's LSTMs, so the larger model computes what the checkpoint did. Returns
+    ``(tensors copied, names left as initialised)``.
 
     Raises UserError when nothing matches or a shared name has another shape (another
     architecture: fine-tune with the checkpoint's own model settings instead).
@@ -120,6 +123,7 @@ def warm_start(generator: torch.nn.Module, path: str | Path) -> tuple[int, list[
     source = ckpt["ema"] if isinstance(ckpt.get("ema"), dict) else ckpt["model"]
     target = generator.state_dict()
     source = _forward_halves(source, target)
+    source = _grown_lstm_hidden(source, target)
     mismatched = [
         f"{name} {tuple(source[name].shape)} vs {tuple(value.shape)}"
         for name, value in target.items()
@@ -157,6 +161,69 @@ def _silence_new_branches(generator: torch.nn.Module, source: dict[str, torch.Te
         for name, value in generator.named_parameters():
             if name not in source and _RESIDUAL_OUTPUT.match(name):
                 value.zero_()
+
+
+# A backbone BiLSTM's tensors: (stage, branch, tensor kind, direction suffix).
+_BACKBONE_LSTM = re.compile(
+    r"^(backbone\.stages\.\d+\.block\.(?:intra|inter))\.lstm\."
+    r"(weight_ih|weight_hh|bias_ih|bias_hh)_l0(_reverse)?$"
+)
+
+
+def _grown_lstm_hidden(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """A checkpoint's backbone LSTMs embedded in a config's wider ones (a larger
+    ``model.lstm_hidden``, same ``model.feature_dim``), so the wider model starts computing
+    exactly what the checkpoint did.
+
+    Each of the four gates' blocks of ``H`` rows goes to the first ``H`` rows of its block
+    of ``H'`` in the wider tensor; the added rows (the new units' gates) keep the target's
+    random initialisation, so the new units compute from the start. The old units do not
+    see the new ones (their recurrent columns are zero) and the branch's output projection
+    ``(D, dirs * H')`` reads only the old units (the new units' columns are zero), so the
+    output is unchanged until the first update moves those columns off zero.
+    """
+    out = dict(source)
+    grown: dict[str, int] = {}  # branch prefix -> old hidden size
+    for name, value in target.items():
+        match = _BACKBONE_LSTM.match(name)
+        have = source.get(name)
+        if match is None or have is None or have.shape == value.shape:
+            continue
+        old, new = have.shape[0] // 4, value.shape[0] // 4
+        kind = match.group(2)
+        width_ok = kind != "weight_ih" or have.shape[1] == value.shape[1]
+        recurrent_ok = kind != "weight_hh" or have.shape[1] == old
+        if not (new > old and width_ok and recurrent_ok):
+            continue
+        wide = value.clone()
+        if kind == "weight_hh":
+            # Old units' gates read no new unit; new units' rows keep their initialisation.
+            for gate in range(4):
+                wide[gate * new : gate * new + old, old:] = 0.0
+        for gate in range(4):
+            rows = slice(gate * new, gate * new + old)
+            if have.dim() == 2:
+                wide[rows, : have.shape[1]] = have[gate * old : (gate + 1) * old]
+            else:
+                wide[rows] = have[gate * old : (gate + 1) * old]
+        out[name] = wide
+        grown[match.group(1)] = old
+    for prefix, old in grown.items():
+        name = f"{prefix}.proj.weight"
+        have, want = source.get(name), target.get(name)
+        if have is None or want is None or have.shape[0] != want.shape[0]:
+            continue
+        directions = have.shape[1] // old
+        new = want.shape[1] // directions
+        wide = torch.zeros_like(want)
+        for direction in range(directions):
+            wide[:, direction * new : direction * new + old] = have[
+                :, direction * old : (direction + 1) * old
+            ]
+        out[name] = wide
+    return out
 
 
 def _forward_halves(
