@@ -8,7 +8,8 @@ mean level over bands, and with it every band's features. ``band_split.relative_
 floors every band's power at the loudest band's minus that many dB; this file checks that
 with the floor on (turned on at load, no fine-tune) those inaudible differences change the
 output level by under 0.5 dB, that without it they do not, that an old checkpoint (no key)
-gives its old output (to float32 rounding), and that streaming and the ONNX exports follow the floor.
+gives its old output (to float32 rounding), and that streaming and the ONNX exports follow the
+floor.
 """
 
 from __future__ import annotations
