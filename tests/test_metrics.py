@@ -9,13 +9,17 @@ import pytest
 from eval_fixtures import SR, voice
 
 from hifi_tse.eval.metrics import (
+    ACTIVITY_FRAME_SECONDS,
+    ACTIVITY_RANGE_DB,
     energy_db,
     pesq_wb,
     score_example,
     si_sdr,
     stoi,
     summarize,
+    target_activity,
 )
+from hifi_tse.eval.report import build_metrics, render_markdown
 
 
 @pytest.fixture(scope="module")
@@ -117,3 +121,39 @@ def test_silent_estimate_scores_the_worst_value_in_evaluation_as_in_training(spe
     trained = float(training_si_sdr(torch.zeros_like(target), target, 1e-8)[0])
     assert trained == pytest.approx(si_sdr(silent, speech), abs=1e-4)
     assert si_sdr(0.5 * speech, speech) > 70.0  # a perfect estimate: at the 1/eps cap
+
+
+def test_target_activity_counts_frames_within_range_of_the_loudest(speech):
+    frame = int(round(ACTIVITY_FRAME_SECONDS * SR))
+    tone = np.sin(2 * np.pi * 200.0 * np.arange(40 * frame) / SR).astype(np.float32)
+    # 10 loud frames, 10 frames 20 dB down (active), 20 frames 40 dB down (inactive)
+    quiet = 10.0 ** (-20.0 / 20.0)
+    faint = 10.0 ** (-(ACTIVITY_RANGE_DB + 10.0) / 20.0)
+    gains = np.repeat(np.r_[np.ones(10), np.full(10, quiet), np.full(20, faint)], frame)
+    assert target_activity(tone * gains, SR) == pytest.approx(0.5)
+    assert target_activity(tone, SR) == pytest.approx(1.0)
+    assert target_activity(np.zeros(4 * frame), SR) is None  # silent: undefined
+    assert target_activity(tone[: frame - 1], SR) is None  # shorter than a frame
+    s = score_example(speech, speech + 0.1, speech, True, SR, perceptual=False)
+    assert s["target_activity"] == pytest.approx(target_activity(speech, SR))
+    assert score_example(speech, speech, 0 * speech, False, SR)["target_activity"] is None
+
+
+def test_breakdowns_by_mixture_si_sdr_and_target_activity():
+    def tp(si_sdr_mix: float, activity: float | None, si_sdri: float) -> dict:
+        return {"target_present": True, "si_sdr_mix": si_sdr_mix, "si_sdri": si_sdri,
+                "target_activity": activity, "rms_est": 0.1, "rms_target": 0.1}  # fmt: skip
+
+    ta = {"target_present": False, "suppression_db": 20.0, "rms_est": 0.0}
+    records = [tp(-8.0, 0.95, 6.0), tp(-7.0, 0.4, 4.0), tp(2.0, 0.8, 1.0), tp(2.5, None, 3.0), ta]
+    metrics = build_metrics(records, [], {})
+    by_mix = metrics["by_mixture_si_sdr"]
+    assert list(by_mix) == ["< -5", "0 to 5"]
+    assert by_mix["< -5"]["tp"]["si_sdri"]["mean"] == pytest.approx(5.0)
+    assert by_mix["0 to 5"]["tp"]["count"] == 2 and by_mix["0 to 5"]["ta"]["count"] == 0
+    by_act = metrics["by_target_activity"]  # the record without an activity is left out
+    assert {k: v["tp"]["count"] for k, v in by_act.items()} == {
+        "< 0.5": 1, "0.75 to 0.9": 1, ">= 0.9": 1}  # fmt: skip
+    assert by_act[">= 0.9"]["tp"]["si_sdri"]["mean"] == pytest.approx(6.0)
+    text = render_markdown({**metrics, "examples": 5}, [])
+    assert "## By target activity" in text and "## By mixture SI-SDR bin (dB)" in text

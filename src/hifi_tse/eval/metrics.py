@@ -24,6 +24,12 @@ EPS = float(np.finfo(np.float32).tiny)
 SI_SDR_EPS = LOSS_EPS  # the training objective's floor
 PESQ_RATE = 16000  # PESQ wide-band is defined at 16 kHz only (ITU-T P.862.2)
 STOI_RATE = 10000  # STOI's internal rate; pystoi resamples itself, we do it once with soxr
+# Target activity: the share of ACTIVITY_FRAME_SECONDS frames whose energy is within
+# ACTIVITY_RANGE_DB of the target's loudest frame (speech pauses and the silence between
+# joined clips count as inactive; a level 30 dB down is below the interferers of any mixture
+# the corpus makes).
+ACTIVITY_FRAME_SECONDS = 0.032
+ACTIVITY_RANGE_DB = 30.0
 
 
 def _check_pair(estimate: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,6 +103,22 @@ def stoi(estimate: np.ndarray, target: np.ndarray, sample_rate: int) -> float | 
     return value if math.isfinite(value) else None
 
 
+def target_activity(target: np.ndarray, sample_rate: int) -> float | None:
+    """Share in [0, 1] of the target's ``ACTIVITY_FRAME_SECONDS`` frames (no overlap) within
+    ``ACTIVITY_RANGE_DB`` of its loudest frame; ``None`` when shorter than one frame or
+    silent. ``target``: ``(L,)`` float audio at ``sample_rate`` Hz."""
+    frame = max(1, int(round(ACTIVITY_FRAME_SECONDS * sample_rate)))
+    x = np.asarray(target, dtype=np.float64).reshape(-1)
+    count = x.size // frame
+    if count == 0:
+        return None
+    energy = np.mean(x[: count * frame].reshape(count, frame) ** 2, axis=1)
+    peak = float(energy.max())
+    if peak <= 0.0:
+        return None
+    return float(np.mean(energy >= peak * 10.0 ** (-ACTIVITY_RANGE_DB / 10.0)))
+
+
 def score_example(
     estimate: np.ndarray,
     mixture: np.ndarray,
@@ -108,8 +130,9 @@ def score_example(
     """All metrics of one example; keys absent from the other scene are ``None``.
 
     TP: si_sdr, si_sdr_mix, si_sdri (dB), pesq, stoi, rms_ratio (est RMS / target RMS),
-    rms_est, rms_target. TA: output_db (estimate energy, dB), mixture_db, suppression_db
-    (mixture_db - output_db). ``perceptual=False`` skips PESQ/STOI (fast paths).
+    rms_est, rms_target, target_activity (:func:`target_activity`). TA: output_db (estimate
+    energy, dB), mixture_db, suppression_db (mixture_db - output_db). ``perceptual=False``
+    skips PESQ/STOI (fast paths).
     """
     out: dict[str, float | None] = {
         "si_sdr": None,
@@ -123,6 +146,7 @@ def score_example(
         "output_db": energy_db(estimate),
         "mixture_db": energy_db(mixture),
         "suppression_db": None,
+        "target_activity": None,
     }
     if target_present:
         out["si_sdr"] = si_sdr(estimate, target)
@@ -130,6 +154,7 @@ def score_example(
         out["si_sdri"] = out["si_sdr"] - out["si_sdr_mix"]
         out["rms_target"] = rms(target)
         out["rms_ratio"] = out["rms_est"] / max(out["rms_target"], EPS)
+        out["target_activity"] = target_activity(target, sample_rate)
         if perceptual:
             out["pesq"] = pesq_wb(estimate, target, sample_rate)
             out["stoi"] = stoi(estimate, target, sample_rate)

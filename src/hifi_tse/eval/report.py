@@ -54,6 +54,7 @@ CSV_COLUMNS = (
     "output_db",
     "mixture_db",
     "suppression_db",
+    "target_activity",
     "wrong_ref_speaker",
     "si_sdr_wrong",
     "si_sdri_wrong",
@@ -61,6 +62,12 @@ CSV_COLUMNS = (
     "spk_sim_mix",
     "spk_sim_target",
 )
+
+
+# Bin edges of the TP breakdowns by the mixture's own SI-SDR (dB) and by target activity
+# (share of frames, metrics.target_activity).
+MIXTURE_SI_SDR_EDGES = (-5.0, 0.0, 5.0)
+ACTIVITY_EDGES = (0.5, 0.75, 0.9)
 
 
 def snr_bin_label(snr_db: float | None, edges: Sequence[float]) -> str:
@@ -116,6 +123,14 @@ def breakdown(records: list[dict[str, Any]], key: str) -> dict[str, Any]:
     }
 
 
+def _binned(records: list[dict[str, Any]], key: str, edges: Sequence[float]) -> dict[str, Any]:
+    """:func:`breakdown` by the bin of ``records[i][key]`` (records without it left out)."""
+    labelled = [
+        {**r, "_bin": snr_bin_label(r[key], edges)} for r in records if r.get(key) is not None
+    ]
+    return breakdown(labelled, "_bin")
+
+
 def wrong_reference_block(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     """SI-SDRi with the right vs a wrong enrollment, and the speaker-confusion rate.
 
@@ -166,6 +181,11 @@ def build_metrics(
     metrics["ta"] = ta_block(records)
     metrics["by_snr_bin"] = breakdown(records, "snr_bin")
     metrics["by_num_interferers"] = breakdown(records, "num_interferers")
+    # what limits a model: how clean the mixture already is, and how much of the segment the
+    # target speaks (TP only; the labels are bins like the SNR's)
+    tp = [r for r in records if r["target_present"]]
+    metrics["by_mixture_si_sdr"] = _binned(tp, "si_sdr_mix", MIXTURE_SI_SDR_EDGES)
+    metrics["by_target_activity"] = _binned(tp, "target_activity", ACTIVITY_EDGES)
     # the enrolled talker: the target in TP examples, the absent enrollee in TA ones
     metrics["by_target_speaker"] = breakdown(records, "target_speaker")
     # ... its kind of voice and its speech source: a model turns down the voices it is unsure
@@ -259,6 +279,11 @@ def _similarity_lines(tp: dict[str, Any]) -> list[str]:
 BREAKDOWNS = (
     ("input SNR bin (dB)", "by_snr_bin"),
     ("interferers", "by_num_interferers"),
+    ("mixture SI-SDR bin (dB)", "by_mixture_si_sdr"),
+    (
+        "target activity (share of 32 ms frames within 30 dB of the target's loudest)",
+        "by_target_activity",
+    ),
     ("enrolled talker (absent in TA)", "by_target_speaker"),
     ("kind of enrolled voice", "by_voice_kind"),
     ("speech source of the enrolled talker", "by_target_source"),
