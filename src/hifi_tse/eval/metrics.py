@@ -26,8 +26,8 @@ PESQ_RATE = 16000  # PESQ wide-band is defined at 16 kHz only (ITU-T P.862.2)
 STOI_RATE = 10000  # STOI's internal rate; pystoi resamples itself, we do it once with soxr
 # Target activity: the share of ACTIVITY_FRAME_SECONDS frames whose energy is within
 # ACTIVITY_RANGE_DB of the target's loudest frame (speech pauses and the silence between
-# joined clips count as inactive; a level 30 dB down is below the interferers of any mixture
-# the corpus makes).
+# joined clips count as inactive; 30 dB down is below the noise of a mixture at 20 dB SNR,
+# the cleanest the demo corpus makes).
 ACTIVITY_FRAME_SECONDS = 0.032
 ACTIVITY_RANGE_DB = 30.0
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from hifi_tse.audio.io import save_audio
 from hifi_tse.eval import activity_eval, dnsmos
-from hifi_tse.eval.metrics import EPS, summarize
+from hifi_tse.eval.metrics import ACTIVITY_FRAME_SECONDS, ACTIVITY_RANGE_DB, EPS, summarize
 from hifi_tse.utils import atomic_write_bytes, atomic_write_text
 
 TP_METRICS = (
@@ -281,7 +281,8 @@ BREAKDOWNS = (
     ("interferers", "by_num_interferers"),
     ("mixture SI-SDR bin (dB)", "by_mixture_si_sdr"),
     (
-        "target activity (share of 32 ms frames within 30 dB of the target's loudest)",
+        f"target activity (share of {ACTIVITY_FRAME_SECONDS * 1000:g} ms frames within "
+        f"{ACTIVITY_RANGE_DB:g} dB of the target's loudest)",
         "by_target_activity",
     ),
     ("enrolled talker (absent in TA)", "by_target_speaker"),
