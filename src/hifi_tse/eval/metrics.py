@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from hifi_tse.audio.io import resample
+from hifi_tse.infer.activity import frame_power
 from hifi_tse.losses.separation import LOSS_EPS
 from hifi_tse.losses.separation import si_sdr as loss_si_sdr
 
@@ -108,15 +109,10 @@ def target_activity(target: np.ndarray, sample_rate: int) -> float | None:
     ``ACTIVITY_RANGE_DB`` of its loudest frame; ``None`` when shorter than one frame or
     silent. ``target``: ``(L,)`` float audio at ``sample_rate`` Hz."""
     frame = max(1, int(round(ACTIVITY_FRAME_SECONDS * sample_rate)))
-    x = np.asarray(target, dtype=np.float64).reshape(-1)
-    count = x.size // frame
-    if count == 0:
+    power = frame_power(np.asarray(target).reshape(-1), frame)
+    if not power.size or power.max() <= 0.0:
         return None
-    energy = np.mean(x[: count * frame].reshape(count, frame) ** 2, axis=1)
-    peak = float(energy.max())
-    if peak <= 0.0:
-        return None
-    return float(np.mean(energy >= peak * 10.0 ** (-ACTIVITY_RANGE_DB / 10.0)))
+    return float(np.mean(power >= power.max() * 10.0 ** (-ACTIVITY_RANGE_DB / 10.0)))
 
 
 def score_example(

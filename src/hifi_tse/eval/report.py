@@ -71,7 +71,8 @@ ACTIVITY_EDGES = (0.5, 0.75, 0.9)
 
 
 def snr_bin_label(snr_db: float | None, edges: Sequence[float]) -> str:
-    """Name of the SNR bin holding ``snr_db`` for ascending ``edges`` (dB)."""
+    """Name of the bin holding ``snr_db`` for ascending ``edges`` (dB; the TP breakdowns use
+    it for other values too: the mixture's SI-SDR, target activity)."""
     if snr_db is None or not math.isfinite(snr_db):
         return "unknown"
     if snr_db < edges[0]:
