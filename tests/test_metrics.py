@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from eval_fixtures import SR, voice
 
+from hifi_tse.audio.signal import ACTIVITY_FRAME_SECONDS, ACTIVITY_RANGE_DB
 from hifi_tse.eval.metrics import (
-    ACTIVITY_FRAME_SECONDS,
-    ACTIVITY_RANGE_DB,
     energy_db,
     pesq_wb,
     score_example,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_prepare import SR, build_corpus
+from test_prepare import SR, _cfg, build_corpus, make_noise_tree, tone, write
 
 from hifi_tse.audio.signal import (
     convolve_valid,
@@ -20,7 +20,9 @@ from hifi_tse.audio.signal import (
 )
 from hifi_tse.config import Config, config_from_dict
 from hifi_tse.data.mixer import CLIP_PEAK, Sources, mix_example
+from hifi_tse.data.prepare import prepare_corpus
 from hifi_tse.errors import UserError
+from hifi_tse.eval.metrics import target_activity
 
 
 def db(x: float) -> float:
@@ -197,3 +199,35 @@ def test_sources_checks(packs: Path) -> None:
         Sources(packs, "train", 48000)
     with pytest.raises(UserError, match="speaker"):
         Sources(packs, "val", SR)  # val is empty in this corpus
+
+
+def test_dense_target_crops_find_the_speech_in_training_only(tmp_path: Path) -> None:
+    """Utterances of 2 s of digital silence then 1 s of voice: a uniform 1-s crop rarely
+    holds only voice, the dense crop always does; fixed sets never change."""
+    speech = tmp_path / "speech"
+    for s in range(4):
+        for u in range(2):
+            voice = tone(1.0, SR, 90.0 + 25 * s, seed=10 * s + u)
+            path = speech / f"wav48/p{225 + s}/p{225 + s}_{u:03d}.flac"
+            write(path, np.r_[np.zeros(2 * SR), voice], SR, "PCM_24")
+    packs = tmp_path / "packs"
+    noise = make_noise_tree(tmp_path / "noise")
+    prepare_corpus(
+        [(speech, None)], [noise], [], 0, packs, SR, 1.0, 0.0, 0.0, 1, 0,
+        cfg=_cfg(max_rir_seconds=0.2), progress=False,
+    )  # fmt: skip
+    fixed = {"speed_perturb": False, "rir_prob": 0.0, "ta_ratio": 0.0}
+
+    def activities(dense: float, augment: bool = True) -> list[float]:
+        """Target activity of 24 TP mixtures (0 for a crop of silence alone)."""
+        cfg = make_cfg(dense_target_prob=dense, **fixed)
+        src, rng = Sources(packs, "train", SR), np.random.default_rng(5)
+        exs = [mix_example(cfg, src, rng, phase=2, step=None, augment=augment) for _ in range(24)]
+        return [target_activity(ex.target, SR) or 0.0 for ex in exs]
+
+    uniform, dense, half = activities(0.0), activities(1.0), activities(0.5)
+    assert min(dense) == 1.0
+    assert np.mean(uniform) < 0.6 and sum(a == 1.0 for a in uniform) < 6
+    assert 0 < sum(a < 1.0 for a in half) < sum(a < 1.0 for a in uniform)
+    # validation / test sets (augment=False) draw the same mixtures whatever the setting
+    assert activities(1.0, augment=False) == activities(0.0, augment=False)

@@ -200,6 +200,13 @@ class MixingConfig:
         doc="training only: P(a mixture goes through a random recording chain: high-pass, "
         "low-pass, peaking EQ; the target with it), drawn again for its enrollment",
     )
+    dense_target_prob: float = _f(
+        0.0,
+        lo=0.0,
+        hi=1.0,
+        doc="training only: P(a target-present crop is the target utterance's window with "
+        "the most active speech frames, not a uniform one)",
+    )
     num_interferers: list[int] = _f([1, 3], doc="interfering talkers, inclusive range")
     snr_db: list[float] = _f([-5.0, 15.0], doc="speech-to-noise ratio range, dB")
     sir_db: list[float] = _f([-5.0, 5.0], doc="target-to-each-interferer ratio range, dB")

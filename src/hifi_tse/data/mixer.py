@@ -12,7 +12,8 @@ constants below):
    a talker is a synthetic voice with that probability (when the split has both kinds).
 2. Each talker (target and 1-3 interferers from other distinct speakers) is rendered alike:
    a random crop of ``segment + RIR length`` samples (before speed perturbation, only that
-   slice is read from HDF5), speed perturbation (training only; one factor per talker,
+   slice is read from HDF5; in training, with probability ``dense_target_prob``, the
+   target's crop is instead the window of its utterance with the most active speech), speed perturbation (training only; one factor per talker,
    which the enrollment shares), peak normalisation to ``PEAK_NORM``,
    convolution with a random RIR (probability ``rir_prob``) and a crop of the last
    ``segment`` samples, so every output sample has its full reverberation history (real
@@ -48,6 +49,8 @@ from typing import Any
 import numpy as np
 
 from hifi_tse.audio.signal import (
+    active_frames,
+    activity_frame,
     convolve_valid,
     db_to_power,
     gain_for_ratio,
@@ -179,6 +182,29 @@ def _read_crop(sources: Sources, clip: Clip, length: int, rng: np.random.Generat
     return sources.reader.read(clip.pack, clip.key, start, length)
 
 
+def _read_dense_crop(
+    sources: Sources, clip: Clip, length: int, sample_rate: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The ``length``-sample slice of ``clip`` with the most active speech frames
+    (:func:`hifi_tse.audio.signal.active_frames`), ties broken at random; all of it when
+    shorter. Reads the whole clip (utterances are seconds long)."""
+    if clip.num_samples <= length:
+        return sources.reader.read(clip.pack, clip.key, 0, length)
+    x = sources.reader.read(clip.pack, clip.key, 0, clip.num_samples)
+    frame = activity_frame(sample_rate)
+    active = active_frames(x, sample_rate)
+    window = length // frame
+    last_start = (x.size - length) // frame  # slices start on frame boundaries
+    if not active.any() or window < 1 or last_start < 1:
+        start = int(rng.integers(0, x.size - length + 1))
+        return x[start : start + length]
+    counts = np.concatenate([[0], np.cumsum(active)])
+    per_start = counts[window : window + last_start + 1] - counts[: last_start + 1]
+    best = np.flatnonzero(per_start == per_start.max())
+    start = int(best[int(rng.integers(best.size))]) * frame
+    return x[start : start + length]
+
+
 def _render_talker(
     cfg: Config,
     sources: Sources,
@@ -188,9 +214,11 @@ def _render_talker(
     *,
     factor: float,
     reverb_prob: float,
+    dense: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """One talker's ``(length,)`` float32 contribution: crop, speed ``factor`` (1 = none),
-    peak-norm, RIR, crop."""
+    """One talker's ``(length,)`` float32 contribution: crop (``dense``: the window with the
+    most active speech, else a uniform one), speed ``factor`` (1 = none), peak-norm, RIR,
+    crop."""
     d, sr = cfg.mixing, cfg.audio.sample_rate
     h, rir_id = None, None
     if sources.rirs and rng.random() < reverb_prob:
@@ -201,7 +229,12 @@ def _render_talker(
     need = length + tail  # samples after speed perturbation: reverb history + segment
     # Before speed perturbation ``factor`` times as many samples are needed; +1 covers the
     # resampler's rounding of the output length.
-    raw = _read_crop(sources, clip, int(math.ceil(need * factor)) + 1, rng)
+    raw_length = int(math.ceil(need * factor)) + 1
+    raw = (
+        _read_dense_crop(sources, clip, raw_length, sr, rng)
+        if dense
+        else _read_crop(sources, clip, raw_length, rng)
+    )
     x = peak_normalise(speed_perturb(raw, factor, sr), PEAK_NORM)
     if len(x) >= need:
         x = x[:need]
@@ -323,9 +356,19 @@ def _render_talkers(
     t_info: dict[str, Any] = {"uid": None, "speed": None, "rir": None}
     if scene.target_present:
         clip = sources.utterances[int(scene.speakers[0])][scene.target_utterance]
+        # Drawn only when enabled, so that recipes without it keep their random stream.
+        dense = augment and d.dense_target_prob > 0.0 and rng.random() < d.dense_target_prob
         target, t_info = _render_talker(
-            cfg, sources, clip, length, rng, factor=target_factor, reverb_prob=d.rir_prob
+            cfg,
+            sources,
+            clip,
+            length,
+            rng,
+            factor=target_factor,
+            reverb_prob=d.rir_prob,
+            dense=bool(dense),
         )
+        t_info["dense"] = bool(dense)
     interferers, i_infos = [], []
     for s in scene.speakers[1:]:
         utts = sources.utterances[int(s)]

@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from hifi_tse.audio.signal import frame_power
 from hifi_tse.infer.activity import (
     DEFAULTS,
     FRAME_SECONDS,
     Activity,
     ActivitySettings,
     detect_activity,
-    frame_power,
     smooth,
     window_similarity,
 )

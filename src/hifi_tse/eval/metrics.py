@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from hifi_tse.audio.io import resample
-from hifi_tse.infer.activity import frame_power
+from hifi_tse.audio.signal import active_frames
 from hifi_tse.losses.separation import LOSS_EPS
 from hifi_tse.losses.separation import si_sdr as loss_si_sdr
 
@@ -25,12 +25,6 @@ EPS = float(np.finfo(np.float32).tiny)
 SI_SDR_EPS = LOSS_EPS  # the training objective's floor
 PESQ_RATE = 16000  # PESQ wide-band is defined at 16 kHz only (ITU-T P.862.2)
 STOI_RATE = 10000  # STOI's internal rate; pystoi resamples itself, we do it once with soxr
-# Target activity: the share of ACTIVITY_FRAME_SECONDS frames whose energy is within
-# ACTIVITY_RANGE_DB of the target's loudest frame (speech pauses and the silence between
-# joined clips count as inactive; 30 dB down is below the noise of a mixture at 20 dB SNR,
-# the cleanest the demo corpus makes).
-ACTIVITY_FRAME_SECONDS = 0.032
-ACTIVITY_RANGE_DB = 30.0
 
 
 def _check_pair(estimate: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,14 +99,12 @@ def stoi(estimate: np.ndarray, target: np.ndarray, sample_rate: int) -> float | 
 
 
 def target_activity(target: np.ndarray, sample_rate: int) -> float | None:
-    """Share in [0, 1] of the target's ``ACTIVITY_FRAME_SECONDS`` frames (no overlap) within
-    ``ACTIVITY_RANGE_DB`` of its loudest frame; ``None`` when shorter than one frame or
-    silent. ``target``: ``(L,)`` float audio at ``sample_rate`` Hz."""
-    frame = max(1, int(round(ACTIVITY_FRAME_SECONDS * sample_rate)))
-    power = frame_power(np.asarray(target).reshape(-1), frame)
-    if not power.size or power.max() <= 0.0:
-        return None
-    return float(np.mean(power >= power.max() * 10.0 ** (-ACTIVITY_RANGE_DB / 10.0)))
+    """Share in [0, 1] of the target's frames (32 ms, no overlap) within 30 dB of its
+    loudest frame (:func:`hifi_tse.audio.signal.active_frames`);
+    ``None`` when shorter than one frame or silent. ``target``: ``(L,)`` float audio at
+    ``sample_rate`` Hz."""
+    active = active_frames(target, sample_rate)
+    return float(active.mean()) if active.any() else None
 
 
 def score_example(

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from hifi_tse.audio.io import save_audio
+from hifi_tse.audio.signal import ACTIVITY_FRAME_SECONDS, ACTIVITY_RANGE_DB
 from hifi_tse.eval import activity_eval, dnsmos
-from hifi_tse.eval.metrics import ACTIVITY_FRAME_SECONDS, ACTIVITY_RANGE_DB, EPS, summarize
+from hifi_tse.eval.metrics import EPS, summarize
 from hifi_tse.utils import atomic_write_bytes, atomic_write_text
 
 TP_METRICS = (

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
+from hifi_tse.audio.signal import frame_power
 from hifi_tse.errors import UserError
 from hifi_tse.utils import atomic_write_text
 
@@ -211,13 +212,6 @@ def read_activity(path: str | Path) -> list[Segment]:
 
 
 # --------------------------------------------------------------------------- detection
-
-
-def frame_power(x: np.ndarray, frame: int) -> np.ndarray:
-    """Mean power of consecutive ``frame``-sample frames of ``x (L,)``: ``(L // frame,)``
-    float64 (a last partial frame is dropped)."""
-    n = x.size // frame
-    return (x[: n * frame].astype(np.float64).reshape(n, frame) ** 2).mean(axis=1)
 
 
 def _db(power: np.ndarray) -> np.ndarray:
