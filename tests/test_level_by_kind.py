@@ -138,7 +138,9 @@ def test_one_kind_of_voice_still_reports_its_sources(three_sources: Path) -> Non
     assert any(k.startswith("source/") and k.endswith("/rms_ratio") for k in metrics)
     one_source = validate(_Comb(), batches, objective, examples.cfg, torch.device("cpu"), False,
                           0, kind_of_source={"game": "real"})  # fmt: skip
-    assert not any("/" in k for k in one_source.metrics)  # nothing to split: no meta read
+    # nothing to split by source or kind (no meta read); continuous speech is still a group
+    groups = {k.split("/", 1)[0] for k in one_source.metrics if "/" in k}
+    assert groups == {"continuous"}
 
 
 def _health(low: float = 0.8, high: float = 1.25) -> HealthMonitor:
@@ -148,10 +150,10 @@ def _health(low: float = 0.8, high: float = 1.25) -> HealthMonitor:
 
 def _val(whole: float, **groups: tuple[float, int]) -> dict[str, float]:
     """A validation record: the whole set's rms_ratio and ``group=(rms_ratio, tp_count)``
-    (``source_x`` stands for ``source/x``)."""
+    (``source_x`` stands for ``source/x``, ``real_continuous`` for ``real/continuous``)."""
     record = {"step": 9, "rms_ratio": whole, "ta_energy_db": -30.0, "tp_si_sdr": 5.0}
     for name, (ratio, count) in groups.items():
-        group = name.replace("source_", "source/")
+        group = name.replace("source_", "source/").replace("_continuous", "/continuous")
         record |= {f"{group}/rms_ratio": ratio, f"{group}/rms_ratio_se": 0.03,
                    f"{group}/tp_count": count}  # fmt: skip
     return record
@@ -169,6 +171,12 @@ def test_monitor_warns_when_one_group_leaves_the_band_while_the_whole_is_in() ->
     (held,) = mon.check([_val(0.9, source_studio=(0.6, enough), source_game=(0.97, 50))])
     assert "source 'studio'" in held and f"({enough} TP examples)" in held
     assert mon.check([_val(0.9, source_studio=(0.6, enough - 1))]) == []
+    # Continuous speech turned down while words-with-pauses keep the kind's level in band.
+    (talking,) = mon.check([_val(0.93, real=(0.86, 40), real_continuous=(0.72, enough))])
+    assert "continuous speech of real voices is 0.720" in talking
+    (every,) = mon.check([_val(0.93, continuous=(0.75, 30))])
+    assert "continuous speech of all voices" in every
+    assert mon.check([_val(0.93, real_continuous=(0.72, enough - 1))]) == []
     # Not otherwise: every group inside; a group without a figure.
     assert mon.check([_val(0.92, real=(0.85, 40), source_game=(1.2, 40))]) == []
     assert mon.check([_val(0.92, real=(math.nan, 40))]) == []
@@ -195,7 +203,10 @@ def test_monitor_reads_the_groups_validation_reports(comb_metrics: dict[str, flo
     assert below and len(warnings) == len(below)
     for group in below:
         name = group.removeprefix("source/")
-        phrase = f"source '{name}'" if group.startswith("source/") else f"{name} voices"
+        phrase = f"source '{name}'" if group.startswith("source/") else f"of {name} voices"
+        if group.endswith("continuous"):
+            kind = group.removesuffix("continuous").rstrip("/") or "all"
+            phrase = f"of continuous speech of {kind} voices"
         assert sum(phrase in w for w in warnings) == 1
 
 

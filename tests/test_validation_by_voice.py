@@ -13,14 +13,16 @@ from test_real_voices import SR, mixing_config, prepare_real_and_synthetic
 from test_train_e2e import _cmd, _records
 from torch import nn
 
+from hifi_tse.audio.signal import CONTINUOUS_ACTIVITY
 from hifi_tse.cli import main
 from hifi_tse.data.datasets import FixedExampleSet, collate_batch
 from hifi_tse.data.store import load_manifest, load_report, speech_source_voices, write_manifest
+from hifi_tse.eval.metrics import target_activity
 from hifi_tse.losses.objective import Objective
-from hifi_tse.losses.separation import LOSS_EPS, energy_db, si_sdr
+from hifi_tse.losses.separation import LOSS_EPS, energy_db, rms, si_sdr
 from hifi_tse.train.curves import plot_training_curves, read_metrics, split_records, val_series
 from hifi_tse.train.logging_utils import format_val_line
-from hifi_tse.train.validation import validate
+from hifi_tse.train.validation import continuous_targets, validate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -85,7 +87,48 @@ def test_per_kind_figures_are_those_of_the_examples_of_each_kind(tmp_path: Path)
     one_kind = _validate(out, dict.fromkeys(kinds, "real"))
     assert not any(k.startswith(("real/", "synthetic/")) for k in one_kind)
     assert one_kind["source/game/rms_ratio"] == pytest.approx(metrics["real/rms_ratio"])
-    assert not any("/" in k for k in _validate(out, None))
+    no_map = _validate(out, None)
+    assert {k.split("/", 1)[0] for k in no_map if "/" in k} == {"continuous"}
+
+
+def test_continuous_speech_groups_hold_the_targets_that_speak_throughout(tmp_path: Path) -> None:
+    """``continuous`` and ``<kind>/continuous`` are the TP examples whose target activity
+    (the evaluation's :func:`target_activity`, NumPy) is at least CONTINUOUS_ACTIVITY."""
+    out = prepare_real_and_synthetic(tmp_path)
+    kinds = speech_source_voices(load_report(out), None)
+    cfg = mixing_config(0.5)
+    cfg.mixing.ta_ratio = 0.25
+    examples = FixedExampleSet(out, cfg, split="train", seed=3, n=24, phase=2)
+    items = [examples[i] for i in range(len(examples))]
+    for item in items[::3]:  # a pause over the first half of every third target
+        item["target"] = item["target"].copy()
+        item["target"][: item["target"].size // 2] = 0.0
+    batches = [collate_batch(items[k : k + 6]) for k in range(0, len(items), 6)]
+    metrics = validate(_Comb(), batches, Objective(cfg.objective, SR), cfg, torch.device("cpu"),
+                       False, 0, kind_of_source=kinds).metrics  # fmt: skip
+    levels: dict[str, dict[str, list[float]]] = {}
+    for item in items:
+        activity = target_activity(item["target"], SR) if item["target_present"] else None
+        if activity is None or activity < CONTINUOUS_ACTIVITY:
+            continue
+        mix = torch.from_numpy(item["mix"])[None]
+        est, target = _Comb()(mix, mix), torch.from_numpy(item["target"])[None]
+        kind = kinds[item["meta"]["target_speaker"].split("/", 1)[0]]
+        for group in ("continuous", f"{kind}/continuous"):
+            values = levels.setdefault(group, {"est": [], "tgt": []})
+            values["est"].append(float(rms(est, LOSS_EPS)))
+            values["tgt"].append(float(rms(target, LOSS_EPS)))
+    assert 0 < len(levels["continuous"]["est"]) < metrics["tp_count"]  # a real subset
+    assert set(levels) == {"continuous", "real/continuous", "synthetic/continuous"}
+    for group, values in levels.items():
+        assert metrics[f"{group}/tp_count"] == len(values["est"])
+        ratio = np.mean(values["est"]) / np.mean(values["tgt"])
+        assert metrics[f"{group}/rms_ratio"] == pytest.approx(ratio, rel=1e-5)
+        assert f"{group}/ta_energy_db" not in metrics  # a TA target is silence, never continuous
+    # torch on a batch agrees with NumPy example by example, silence included
+    flags = continuous_targets(torch.stack([torch.from_numpy(i["target"]) for i in items]), SR)
+    expected = [(target_activity(i["target"], SR) or 0.0) >= CONTINUOUS_ACTIVITY for i in items]
+    assert flags.tolist() == expected and not all(expected)
 
 
 def test_training_logs_validation_per_kind_of_voice(tmp_path: Path) -> None:

@@ -17,6 +17,9 @@ import soxr
 # 20 dB SNR, the cleanest the demo corpus makes).
 ACTIVITY_FRAME_SECONDS = 0.032
 ACTIVITY_RANGE_DB = 30.0
+# A target active in at least this share of its frames is continuous speech: the top bin of
+# the evaluation's breakdown by activity and the validation's ``continuous`` groups.
+CONTINUOUS_ACTIVITY = 0.9
 
 
 def power(x: np.ndarray) -> float:

@@ -13,8 +13,9 @@ constants below):
 2. Each talker (target and 1-3 interferers from other distinct speakers) is rendered alike:
    a random crop of ``segment + RIR length`` samples (before speed perturbation, only that
    slice is read from HDF5; in training, with probability ``dense_target_prob``, the
-   target's crop is instead the window of its utterance with the most active speech), speed perturbation (training only; one factor per talker,
-   which the enrollment shares), peak normalisation to ``PEAK_NORM``,
+   target's crop is instead the window of its utterance with the most active speech), speed
+   perturbation (training only; one factor per talker, which the enrollment shares), peak
+   normalisation to ``PEAK_NORM``,
    convolution with a random RIR (probability ``rir_prob``) and a crop of the last
    ``segment`` samples, so every output sample has its full reverberation history (real
    reverb tails at the segment start). The training target is the reverberant target.

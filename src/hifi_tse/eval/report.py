@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from hifi_tse.audio.io import save_audio
-from hifi_tse.audio.signal import ACTIVITY_FRAME_SECONDS, ACTIVITY_RANGE_DB
+from hifi_tse.audio.signal import ACTIVITY_FRAME_SECONDS, ACTIVITY_RANGE_DB, CONTINUOUS_ACTIVITY
 from hifi_tse.eval import activity_eval, dnsmos
 from hifi_tse.eval.metrics import EPS, summarize
 from hifi_tse.utils import atomic_write_bytes, atomic_write_text
@@ -68,7 +68,7 @@ CSV_COLUMNS = (
 # Bin edges of the TP breakdowns by the mixture's own SI-SDR (dB) and by target activity
 # (share of frames, metrics.target_activity).
 MIXTURE_SI_SDR_EDGES = (-5.0, 0.0, 5.0)
-ACTIVITY_EDGES = (0.5, 0.75, 0.9)
+ACTIVITY_EDGES = (0.5, 0.75, CONTINUOUS_ACTIVITY)
 
 
 def snr_bin_label(snr_db: float | None, edges: Sequence[float]) -> str:

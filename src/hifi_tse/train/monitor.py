@@ -7,7 +7,9 @@ and TensorBoard text) instead of leaving them to be found in a table weeks later
 The whole set's level can hide a group's: a model returns the voices it is unsure of (real
 recordings of a source it never heard) at two thirds of their level while the mostly familiar
 whole set sits at 0.92. So the band is also checked per kind of enrolled voice (``real/``,
-``synthetic/``) and per speech source of the enrolled target (``source/<name>/``), as
+``synthetic/``), per speech source of the enrolled target (``source/<name>/``) and on the
+targets that speak throughout (``continuous/``, ``<kind>/continuous/``: the pauses between a
+talker's words, which suppression fills, cannot hide a voice turned down there), as
 validation reports them, for groups with at least :data:`GROUP_MIN_TP_EXAMPLES` TP examples.
 """
 
@@ -17,7 +19,7 @@ import math
 
 from hifi_tse.config import HealthConfig, ObjectiveConfig
 from hifi_tse.data.store import VOICE_KINDS
-from hifi_tse.train.validation import GROUP_MIN_TP_EXAMPLES, SOURCE_PREFIX
+from hifi_tse.train.validation import CONTINUOUS_GROUP, GROUP_MIN_TP_EXAMPLES, SOURCE_PREFIX
 
 
 class HealthMonitor:
@@ -67,8 +69,9 @@ class HealthMonitor:
         return warnings + self._group_warnings(latest, step)
 
     def _group_warnings(self, latest: dict[str, float], step: int) -> list[str]:
-        """One warning per kind or source (with enough TP examples) whose rms_ratio is out of
-        the band while the whole set's is inside it (else the whole set's warning says it)."""
+        """One warning per kind, source or continuous-speech group (with enough TP examples)
+        whose rms_ratio is out of the band while the whole set's is inside it (else the whole
+        set's warning says it)."""
         low, high = self.cfg.rms_ratio_low, self.cfg.rms_ratio_high
         whole = latest.get("rms_ratio", math.nan)
         if not (math.isfinite(whole) and low <= whole <= high):
@@ -76,16 +79,21 @@ class HealthMonitor:
         warnings = []
         for key, ratio in latest.items():
             group = key.removesuffix("/rms_ratio")
-            if group == key or not (group in VOICE_KINDS or group.startswith(SOURCE_PREFIX)):
+            continuous = group.split("/")[-1] == CONTINUOUS_GROUP
+            if group == key or not (
+                group in VOICE_KINDS or group.startswith(SOURCE_PREFIX) or continuous
+            ):
                 continue
             count = int(latest.get(f"{group}/tp_count", 0))
             if count < GROUP_MIN_TP_EXAMPLES or not math.isfinite(ratio) or low <= ratio <= high:
                 continue
-            who = (
-                f"{group} voices"
-                if group in VOICE_KINDS
-                else f"targets from source {group.removeprefix(SOURCE_PREFIX)!r}"
-            )
+            if continuous:
+                kind = group.removesuffix(CONTINUOUS_GROUP).rstrip("/")
+                who = f"continuous speech of {kind or 'all'} voices"
+            elif group in VOICE_KINDS:
+                who = f"{group} voices"
+            else:
+                who = f"targets from source {group.removeprefix(SOURCE_PREFIX)!r}"
             why = "turned down: voices the model is unsure of?" if ratio < low else "too loud"
             se = latest.get(f"{group}/rms_ratio_se", math.nan)
             warnings.append(

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hifi_tse.audio.signal import ACTIVITY_RANGE_DB, CONTINUOUS_ACTIVITY, activity_frame
 from hifi_tse.checkpoints import TrainState, capture_rng_state, restore_rng_state
 from hifi_tse.config import Config
 from hifi_tse.data.store import VOICE_KINDS
@@ -122,6 +123,7 @@ _GROUP_STATS = ("tp_si_sdri", "rms_ratio", "ta_energy_db")
 _MOMENTS_LEN = 6  # len(_Moments.vector())
 _GROUP_LEN = _MOMENTS_LEN * len(_GROUP_STATS)
 SOURCE_PREFIX = "source/"
+CONTINUOUS_GROUP = "continuous"  # TP examples whose target speaks throughout (see below)
 
 
 def _moment_terms(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -136,6 +138,21 @@ def _moment_terms(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tenso
     return torch.stack((ones, x, x * x, y, y * y, x * y), dim=-1)
 
 
+def continuous_targets(target: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """``(B,)`` bool: which targets of ``target (B, L)`` (at ``sample_rate`` Hz) are continuous
+    speech, active (:func:`hifi_tse.audio.signal.active_frames`) in at least
+    ``CONTINUOUS_ACTIVITY`` of their frames; silent targets (TA) are not."""
+    frame = activity_frame(sample_rate)
+    n = target.shape[-1] // frame
+    if n == 0:
+        return torch.zeros(target.shape[0], dtype=torch.bool, device=target.device)
+    frames = target[:, : n * frame].detach().double().reshape(target.shape[0], n, frame)
+    power = frames.pow(2).mean(dim=-1)  # (B, n)
+    loudest = power.amax(dim=-1, keepdim=True)
+    active = power >= loudest * 10.0 ** (-ACTIVITY_RANGE_DB / 10.0)
+    return (active.double().mean(dim=-1) >= CONTINUOUS_ACTIVITY) & (loudest.squeeze(-1) > 0)
+
+
 class _VoiceGroupMoments:
     """TP SI-SDRi, rms_ratio and TA output level (dB) per group of enrolled voices.
 
@@ -143,25 +160,33 @@ class _VoiceGroupMoments:
     :data:`VOICE_KINDS`). An example belongs to the groups of its target speaker
     (``meta["target_speaker"]``, ``"source/speaker"``: the enrolled voice, present or not):
     its kind (``real``, ``synthetic``; only when the map holds both, else they repeat the
-    totals) and its source (``source/<name>``; only when the map names two or more).
+    totals) and its source (``source/<name>``; only when the map names two or more). A TP
+    example whose target is continuous speech (:func:`continuous_targets`) is also in
+    ``continuous`` and, with both kinds, ``<kind>/continuous``: where a voice speaks
+    throughout, the pauses that suppression fills cannot hide a level turned down.
     Sums live on the device in one ``(G, 18)`` tensor, filled by one mask row per group.
     """
 
     def __init__(self, kind_of_source: dict[str, str], device: torch.device) -> None:
         sources = sorted(kind_of_source)
         kinds = list(VOICE_KINDS) if len(set(kind_of_source.values())) > 1 else []
+        by_source = [SOURCE_PREFIX + s for s in sources] if len(sources) > 1 else []
+        if not (kinds or by_source):
+            sources = []  # one source, one kind: no group asks where a target comes from
         self.index_of_source = {name: i for i, name in enumerate(sources)}
-        self.groups = kinds + ([SOURCE_PREFIX + s for s in sources] if len(sources) > 1 else [])
-        # (G, S) bool: group g holds the examples whose target comes from source s.
-        membership = [[kind_of_source[s] == k for s in sources] for k in kinds]
-        if len(sources) > 1:
-            membership += [[s == t for s in sources] for t in sources]
+        continuous = [CONTINUOUS_GROUP] + [f"{k}/{CONTINUOUS_GROUP}" for k in kinds]
+        self.groups = kinds + by_source + continuous
+        # (G, S) bool: group g holds the examples whose target comes from source s (S may
+        # be 0: no source map, one group of every example).
+        of_kind = [[kind_of_source[s] == k for s in sources] for k in kinds]
+        of_source = [[s == t for s in sources] for t in sources] if by_source else []
+        membership = of_kind + of_source + [[True] * len(sources)] + of_kind
         self.membership = torch.tensor(membership, dtype=torch.bool, device=device)
+        self.membership = self.membership.reshape(len(self.groups), len(sources))
+        # (G,) bool: group g holds continuous-speech targets only
+        needs = [False] * (len(kinds) + len(by_source)) + [True] * len(continuous)
+        self.needs_continuous = torch.tensor(needs, dtype=torch.bool, device=device)
         self.sums = torch.zeros(len(self.groups), _GROUP_LEN, dtype=torch.float64, device=device)
-
-    @property
-    def active(self) -> bool:
-        return bool(self.groups)
 
     def _source_indices(self, metas: list[dict[str, Any]]) -> torch.Tensor:
         """``(B,)`` long: the index of each example's target source."""
@@ -179,16 +204,24 @@ class _VoiceGroupMoments:
 
     def add(
         self,
-        metas: list[dict[str, Any]],
+        metas: list[dict[str, Any]] | None,
         present: torch.Tensor,
+        continuous: torch.Tensor,
         sdri: torch.Tensor,
         rms_est: torch.Tensor,
         rms_tgt: torch.Tensor,
         ta_db: torch.Tensor,
     ) -> None:
-        """``present (B,)`` bool; ``sdri``, ``rms_est``, ``rms_tgt`` ``(P,)`` the TP
-        examples' values, ``ta_db (B - P,)`` the TA ones'."""
-        mask = self.membership[:, self._source_indices(metas)].double()  # (G, B)
+        """``present``, ``continuous`` ``(B,)`` bool; ``sdri``, ``rms_est``, ``rms_tgt``
+        ``(P,)`` the TP examples' values, ``ta_db (B - P,)`` the TA ones'. ``metas`` (each
+        with ``target_speaker``) are read only when a group is of a kind or a source."""
+        if self.index_of_source:
+            if metas is None:
+                raise ValueError("validation batches carry no meta, the voice groups need it")
+            mask = self.membership[:, self._source_indices(metas)]  # (G, B)
+        else:
+            mask = self.membership.new_ones(len(self.groups), present.shape[0])
+        mask = (mask & (continuous[None, :] | ~self.needs_continuous[:, None])).double()
         tp_terms = torch.cat((_moment_terms(sdri), _moment_terms(rms_est, rms_tgt)), dim=-1)
         tp_sums = mask[:, present] @ tp_terms  # (G, 12)
         ta_sums = mask[:, ~present] @ _moment_terms(ta_db)  # (G, 6)
@@ -325,8 +358,8 @@ def validate(
         if (~present).any():
             ta_db = energy_db(est[~present], eps)
             ta_m.add(ta_db)
-        if by_voice.active:
-            by_voice.add(batch["meta"], present, sdri, rms_e, rms_t, ta_db)
+        continuous = continuous_targets(target, cfg.audio.sample_rate)
+        by_voice.add(batch.get("meta"), present, continuous, sdri, rms_e, rms_t, ta_db)
         audio += _audio_examples(mix, ref, est, audio_examples - len(audio))
     model.train(was_training)
     moments = {"loss": loss_m, "tp_si_sdr": sdr_m, "tp_si_sdri": sdri_m, "rms_ratio": rms_m}
