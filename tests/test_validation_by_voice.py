@@ -129,6 +129,10 @@ def test_continuous_speech_groups_hold_the_targets_that_speak_throughout(tmp_pat
     flags = continuous_targets(torch.stack([torch.from_numpy(i["target"]) for i in items]), SR)
     expected = [(target_activity(i["target"], SR) or 0.0) >= CONTINUOUS_ACTIVITY for i in items]
     assert flags.tolist() == expected and not all(expected)
+    line = format_val_line({"step": 7, **metrics})
+    assert "real/continuous/rms_ratio=" in line and "synthetic/continuous/rms_ratio=" in line
+    one_kind = format_val_line({"step": 7, "continuous/rms_ratio": 0.9})
+    assert "continuous/rms_ratio=0.9" in one_kind
 
 
 def test_training_logs_validation_per_kind_of_voice(tmp_path: Path) -> None:

@@ -104,6 +104,11 @@ def format_val_line(record: dict[str, Any]) -> str:
             name = f"{kind}/{key}"
             if name in record:
                 parts.append(f"{name}={record[name]:.4g}±{record.get(name + '_se', math.nan):.2g}")
+    # ... and the level of continuous speech, by kind where validation splits it so
+    levels = [f"{kind}/continuous/rms_ratio" for kind in VOICE_KINDS]
+    for name in [k for k in levels if k in record] or ["continuous/rms_ratio"]:
+        if name in record:
+            parts.append(f"{name}={record[name]:.4g}±{record.get(name + '_se', math.nan):.2g}")
     return f"val step {record['step']}: " + " ".join(parts)
 
 
