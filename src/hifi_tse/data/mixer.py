@@ -369,7 +369,6 @@ def _render_talkers(
             reverb_prob=d.rir_prob,
             dense=bool(dense),
         )
-        t_info["dense"] = bool(dense)
     interferers, i_infos = [], []
     for s in scene.speakers[1:]:
         utts = sources.utterances[int(s)]
