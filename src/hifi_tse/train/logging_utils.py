@@ -92,23 +92,21 @@ def format_train_line(record: dict[str, Any], total_steps: int) -> str:
     )
 
 
+_GROUP_KEYS = ("tp_si_sdri", "rms_ratio", "ta_energy_db")  # per kind, in the val line
+
+
 def format_val_line(record: dict[str, Any]) -> str:
-    parts = []
-    for key in ("loss", "tp_si_sdr", "tp_si_sdri", "rms_ratio", "ta_energy_db"):
-        if key in record:
-            se = record.get(f"{key}_se", float("nan"))
-            parts.append(f"{key}={record[key]:.4g}±{se:.2g}")
-    # Kinds of voice only: per-source figures (``source/<name>/...``) would run off the line.
-    for kind in VOICE_KINDS:
-        for key in ("tp_si_sdri", "rms_ratio", "ta_energy_db"):
-            name = f"{kind}/{key}"
-            if name in record:
-                parts.append(f"{name}={record[name]:.4g}±{record.get(name + '_se', math.nan):.2g}")
-    # ... and the level of continuous speech, by kind where validation splits it so
-    levels = [f"{kind}/continuous/rms_ratio" for kind in VOICE_KINDS]
-    for name in [k for k in levels if k in record] or ["continuous/rms_ratio"]:
-        if name in record:
-            parts.append(f"{name}={record[name]:.4g}±{record.get(name + '_se', math.nan):.2g}")
+    # Kinds of voice only: per-source figures (``source/<name>/...``) would run off the line;
+    # then the level of continuous speech, by kind where validation splits it so.
+    names = ["loss", "tp_si_sdr", "tp_si_sdri", "rms_ratio", "ta_energy_db"]
+    names += [f"{kind}/{key}" for kind in VOICE_KINDS for key in _GROUP_KEYS]
+    continuous = [f"{kind}/continuous/rms_ratio" for kind in VOICE_KINDS]
+    names += [k for k in continuous if k in record] or ["continuous/rms_ratio"]
+    parts = [
+        f"{name}={record[name]:.4g}±{record.get(name + '_se', math.nan):.2g}"
+        for name in names
+        if name in record
+    ]
     return f"val step {record['step']}: " + " ".join(parts)
 
 

@@ -182,7 +182,6 @@ class _VoiceGroupMoments:
         of_source = [[s == t for s in sources] for t in sources] if by_source else []
         membership = of_kind + of_source + [[True] * len(sources)] + of_kind
         self.membership = torch.tensor(membership, dtype=torch.bool, device=device)
-        self.membership = self.membership.reshape(len(self.groups), len(sources))
         # (G,) bool: group g holds continuous-speech targets only
         needs = [False] * (len(kinds) + len(by_source)) + [True] * len(continuous)
         self.needs_continuous = torch.tensor(needs, dtype=torch.bool, device=device)
