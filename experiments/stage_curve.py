@@ -130,7 +130,7 @@ def mean_se(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
 
-def test_tables(out: Path) -> dict[str, dict[int, list[dict[str, str]]]]:
+def decision_tables(out: Path) -> dict[str, dict[int, list[dict[str, str]]]]:
     """kind -> stage -> rows of both seeds, in draw order (paired across stages)."""
     return {
         kind: {
@@ -293,7 +293,7 @@ def plot(tables, figures, probes: list[tuple[Path, str]], png: Path) -> None:  #
                 )
         ax.set_xlabel("step")
         ax.set_ylabel("TP SI-SDRi on the training mixtures themselves, dB")
-        ax.set_title("fit probe: 240 fixed training mixtures")
+        ax.set_title("fit probe: the training mixtures it is scored on (first 240)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                 False,
                 args.threads,
             )
-    tables = test_tables(args.out)
+    tables = decision_tables(args.out)
     figures = train_figures(args.out)
     print_test_table(tables)
     print_train_table(figures)
