@@ -18,26 +18,28 @@ Evaluations already in ``--out`` are reused, so a second call only redraws.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from hifi_tse.eval.compare import paired_differences, read_examples
+
 REPO = Path(__file__).resolve().parents[1]
 
 # stage -> (commit that shipped its export, path of the export in that commit, real training
-# talkers, CPU-minutes of the stage; docs/demo_model.md, "Stages and their recipes").
-STAGES: dict[int, tuple[str, str, int, int]] = {
-    8: ("286c15d", "models/demo_model.pt", 0, 125),
-    9: ("c3ef605", "src/hifi_tse/assets/demo_model.pt", 12, 94),
-    10: ("aa140b7", "src/hifi_tse/assets/demo_model.pt", 12, 150),
-    11: ("2b5fa99", "src/hifi_tse/assets/demo_model.pt", 12, 95),
-    12: ("603e693", "src/hifi_tse/assets/demo_model.pt", 141, 62),
-    13: ("c8f9dca", "src/hifi_tse/assets/demo_model.pt", 141, 95),
-    14: ("afd15e2", "src/hifi_tse/assets/demo_model.pt", 141, 105),
+# talkers; docs/demo_model.md, "Stages and their recipes").
+STAGES: dict[int, tuple[str, str, int]] = {
+    8: ("286c15d", "models/demo_model.pt", 0),
+    9: ("c3ef605", "src/hifi_tse/assets/demo_model.pt", 12),
+    10: ("aa140b7", "src/hifi_tse/assets/demo_model.pt", 12),
+    11: ("2b5fa99", "src/hifi_tse/assets/demo_model.pt", 12),
+    12: ("603e693", "src/hifi_tse/assets/demo_model.pt", 141),
+    13: ("c8f9dca", "src/hifi_tse/assets/demo_model.pt", 141),
+    14: ("afd15e2", "src/hifi_tse/assets/demo_model.pt", 141),
 }
 TEST_KINDS = ("unseen-source", "seen-source", "synthetic")
 # The decision draws of the post-stage-14 arms (docs/demo_model.md): 200 mixtures per kind
@@ -48,11 +50,12 @@ TRAIN_SEED = 31
 TRAIN_EXAMPLES = 400
 TA_RATIO = 0.5
 REFERENCE_STAGE = 14
+UNSEEN_TARGET_DB = 5.0  # issue 35's unseen-source TP SI-SDRi target, drawn on the figure
 VARIANT_MARK = "~v"  # pitch/formant variants of a real training talker: "<talker>~vNN"
 
 
 def export_of(stage: int, out: Path) -> Path:
-    commit, path, _, _ = STAGES[stage]
+    commit, path, _ = STAGES[stage]
     target = out / "exports" / f"stage{stage}.pt"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -115,12 +118,7 @@ def print_header(*columns: str) -> None:
     print("|" + "---|" * len(columns))
 
 
-def rows_of(table: Path) -> list[dict[str, str]]:
-    with open(table, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def present(rows: list[dict[str, str]], key: str = "si_sdri") -> np.ndarray:
+def present(rows: Iterable[dict[str, str]], key: str = "si_sdri") -> np.ndarray:
     return np.array([float(r[key]) for r in rows if r["target_present"] == "True" and r[key]])
 
 
@@ -130,22 +128,25 @@ def mean_se(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))
 
 
-def decision_tables(out: Path) -> dict[str, dict[int, list[dict[str, str]]]]:
-    """kind -> stage -> rows of both seeds, in draw order (paired across stages)."""
+Rows = dict[str, dict[str, str]]  # evaluate's per_example.csv rows by "<seed>/<example name>"
+
+
+def decision_tables(out: Path) -> dict[str, dict[int, Rows]]:
+    """kind -> stage -> the rows of both seeds' draws (``hifi-tse compare`` pairs them)."""
     return {
         kind: {
-            stage: [
-                r
+            stage: {
+                f"{seed}/{name}": row
                 for seed in TEST_SEEDS
-                for r in rows_of(out / f"test{seed}/stage{stage}/{kind}/per_example.csv")
-            ]
+                for name, row in read_examples(out / f"test{seed}/stage{stage}/{kind}").items()
+            }
             for stage in STAGES
         }
         for kind in TEST_KINDS
     }
 
 
-def print_test_table(tables: dict[str, dict[int, list[dict[str, str]]]]) -> None:
+def print_test_table(tables: dict[str, dict[int, Rows]]) -> None:
     """TP SI-SDRi of every kind (paired against the reference stage), then the unseen
     source's suppression, level and wrong-reference drop and the seen sources' level."""
     print_header(
@@ -156,17 +157,20 @@ def print_test_table(tables: dict[str, dict[int, list[dict[str, str]]]]) -> None
         "unseen / seen rms_ratio",
         "unseen: wrong-ref. drop, dB",
     )
-    for stage, (_, _, talkers, _) in STAGES.items():
+    for stage, (_, _, talkers) in STAGES.items():
         cells = []
         for kind in TEST_KINDS:
-            rows, base = tables[kind][stage], tables[kind][REFERENCE_STAGE]
-            value, se = mean_se(present(rows))
+            value, se = mean_se(present(tables[kind][stage].values()))
             if stage == REFERENCE_STAGE:
                 cells.append(f"{value:.2f} ± {se:.2f}")
                 continue
-            diff_mean, diff_se = mean_se(present(rows) - present(base))
-            cells.append(f"{value:.2f} ± {se:.2f} ({diff_mean:+.2f} ± {diff_se:.2f})")
-        unseen, seen = tables["unseen-source"][stage], tables["seen-source"][stage]
+            paired = paired_differences(tables[kind][REFERENCE_STAGE], tables[kind][stage])
+            gain = paired["all"]["si_sdri"]
+            cells.append(
+                f"{value:.2f} ± {se:.2f} ({gain['difference']:+.2f} ± {gain['difference_sem']:.2f})"
+            )
+        unseen = list(tables["unseen-source"][stage].values())
+        seen = list(tables["seen-source"][stage].values())
         suppression = np.mean(
             [float(r["suppression_db"]) for r in unseen if r["target_present"] == "False"]
         )
@@ -188,8 +192,8 @@ def train_figures(out: Path) -> dict[str, dict[int, tuple[float, float]]]:
         "synthetic": {},
     }
     for stage in STAGES:
-        real = rows_of(out / f"train{TRAIN_SEED}/stage{stage}/real/per_example.csv")
-        synthetic = rows_of(out / f"train{TRAIN_SEED}/stage{stage}/synthetic/per_example.csv")
+        real = list(read_examples(out / f"train{TRAIN_SEED}/stage{stage}/real").values())
+        synthetic = read_examples(out / f"train{TRAIN_SEED}/stage{stage}/synthetic").values()
         figures["recorded"][stage] = mean_se(
             present([r for r in real if VARIANT_MARK not in r["target_speaker"]])
         )
@@ -213,27 +217,32 @@ def print_train_table(figures: dict[str, dict[int, tuple[float, float]]]) -> Non
         print(f"| {stage} | " + " | ".join(cells) + " |")
 
 
-def print_source_table(tables: dict[str, dict[int, list[dict[str, str]]]], first: int) -> None:
+def print_source_table(tables: dict[str, dict[int, Rows]], first: int) -> None:
+    """Paired TP SI-SDRi gain from stage ``first`` to the reference stage per test source."""
     print()
     print_header("test source", "TP n", f"stage {first}", f"stage {REFERENCE_STAGE}", "paired gain")
-    rows_first = tables["unseen-source"][first] + tables["seen-source"][first]
-    rows_last = tables["unseen-source"][REFERENCE_STAGE] + tables["seen-source"][REFERENCE_STAGE]
-    for source in sorted({r["target_source"] for r in rows_last}):
-        pairs = [
-            (a, b)
-            for a, b in zip(rows_first, rows_last)
-            if b["target_source"] == source and b["target_present"] == "True"
-        ]
-        before = np.array([float(a["si_sdri"]) for a, _ in pairs])
-        after = np.array([float(b["si_sdri"]) for _, b in pairs])
-        gain, gain_se = mean_se(after - before)
+    real_kinds = ("unseen-source", "seen-source")
+    before = {f"{k}/{name}": row for k in real_kinds for name, row in tables[k][first].items()}
+    after = {
+        f"{k}/{name}": row for k in real_kinds for name, row in tables[k][REFERENCE_STAGE].items()
+    }
+    groups = paired_differences(before, after, group_by="target_source")
+    for group, metrics in sorted(groups.items()):
+        if group == "all":
+            continue
+        gain = metrics["si_sdri"]
         print(
-            f"| {source} | {len(pairs)} | {before.mean():.2f} | {after.mean():.2f}"
-            f" | {gain:+.2f} ± {gain_se:.2f} |"
+            f"| {group.split('=', 1)[1]} | {gain['n']} | {gain['baseline']:.2f} | "
+            f"{gain['candidate']:.2f} | {gain['difference']:+.2f} ± {gain['difference_sem']:.2f} |"
         )
 
 
-def plot(tables, figures, probes: list[tuple[Path, str]], png: Path) -> None:  # noqa: ANN001
+def plot(
+    tables: dict[str, dict[int, Rows]],
+    figures: dict[str, dict[int, tuple[float, float]]],
+    probes: list[tuple[Path, str]],
+    png: Path,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,7 +255,7 @@ def plot(tables, figures, probes: list[tuple[Path, str]], png: Path) -> None:  #
     ax = axes[0][0]
     stages = list(STAGES)
     for kind in TEST_KINDS:
-        points = [mean_se(present(tables[kind][s])) for s in stages]
+        points = [mean_se(present(tables[kind][s].values())) for s in stages]
         ax.errorbar(
             stages,
             [p[0] for p in points],
@@ -266,7 +275,7 @@ def plot(tables, figures, probes: list[tuple[Path, str]], png: Path) -> None:  #
             capsize=2,
             label=f"train split: {'real' if group == 'recorded' else group}",
         )
-    ax.axhline(5.0, color="k", lw=0.8, ls=":", label="unseen-source target")
+    ax.axhline(UNSEEN_TARGET_DB, color="k", lw=0.8, ls=":", label="unseen-source target")
     ax.set_xticks(stages, [f"{s}\n{STAGES[s][2]} real" for s in stages])
     ax.set_xlabel("shipped stage (real training talkers)")
     ax.set_ylabel("TP SI-SDRi, dB")
