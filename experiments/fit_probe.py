@@ -13,7 +13,8 @@ the seed and ``i`` only), so ``--val-examples`` scores them on the same mixtures
 
 Everything else is ``hifi-tse train``: the same arguments, the same recipe, budget and
 checkpoints; only the training stream and the validation set are replaced (docs/demo_model.md,
-"What limits the unseen-source figure"), e.g.
+"What limits the unseen-source figure"); the order in which the set is drawn is random and
+not part of a checkpoint, so a resumed probe trains on the same set in a new order. E.g.
 
     python experiments/fit_probe.py --examples 240 -- --config recipes/demo_model_stage14 \
         --data data/demo --threads 1 --init-from models/demo_model.pt \

@@ -56,3 +56,15 @@ def test_fit_probe_trains_and_validates_on_its_fixed_training_mixtures(
     for record in val:
         assert record["tp_count"] == int(present.sum())
         assert record["ta_count"] == scored - int(present.sum())
+
+
+def test_fit_probe_trains_on_the_fixed_set_not_the_corpus_stream(tiny_packs: Path, tmp_path: Path):
+    # A probe set of one mixture: item 0 is target-present at any ta_ratio, so every training
+    # batch is target-present, where the corpus stream at ta_ratio 0.9 is mostly target-absent.
+    probe = _probe_module()
+    run = tmp_path / "probe"
+    args = _cmd(tiny_packs, run, "train.steps=4", "train.phase1_steps=1", "mixing.ta_ratio=0.9")
+    assert probe.main(["--examples", "1", "--", *args[1:]]) == 0
+    train = _records(run, "train")
+    assert train and all(r["ta_per_batch"] == 0 for r in train)
+    assert all(r["tp_per_batch"] == 2 for r in train)  # batch_size 2, both from the one mixture
